@@ -1,0 +1,42 @@
+"""Shared helpers for networks that need input sizes divisible by a multiple (U-Nets): pad, then crop back.
+
+Padding uses reflection where the image is large enough and replication otherwise, so any size (even smaller than
+the pad) works; the network's output is cropped back to the input size.
+"""
+import torch
+import torch.nn.functional as F
+
+__all__ = ['pad_to_multiple', 'crop_to']
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = 'reflect') -> tuple:
+    """Pads the bottom and right of ``x`` so that H and W are multiples of ``multiple``.
+
+    Args:
+        x (Tensor): (N, C, H, W).
+        multiple (int): positive size multiple (e.g. 2**levels of a U-Net).
+        mode (str): 'reflect' (falls back to 'replicate' when the pad exceeds the image), 'replicate' or 'constant'.
+
+    Returns:
+        tuple: the padded tensor (N, C, H', W') and the original size ``(H, W)`` for :func:`crop_to`.
+    """
+    if x.dim() != 4:
+        raise ValueError(f'pad_to_multiple: expected a 4-D tensor (N, C, H, W), got shape {tuple(x.shape)}')
+    if int(multiple) < 1:
+        raise ValueError(f'pad_to_multiple: multiple must be a positive integer, got {multiple}')
+    if mode not in ('reflect', 'replicate', 'constant'):
+        raise ValueError(f"pad_to_multiple: invalid mode {mode!r}; expected one of 'reflect', 'replicate', 'constant'")
+    height, width = x.shape[-2:]
+    pad_h = (multiple - height % multiple) % multiple
+    pad_w = (multiple - width % multiple) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x, (height, width)
+    if mode == 'reflect' and (pad_h >= height or pad_w >= width):
+        mode = 'replicate'
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), (height, width)
+
+
+def crop_to(x: torch.Tensor, size: tuple) -> torch.Tensor:
+    """Crops the top-left ``size = (H, W)`` of ``x`` (N, C, H', W'), undoing :func:`pad_to_multiple`."""
+    height, width = size
+    return x[..., :height, :width]
