@@ -1,0 +1,154 @@
+"""Training plumbing shared by every basicsr_blurfield model (no maths of its own).
+
+``BlurFieldBaseModel`` extends BasicSR's ``BaseModel`` with what BasicSR 1.4.2 lacks and the published deblurring
+recipes use: AdamW/SGD optimizers, torch's cosine schedule (NAFNet/UFPNet ``TrueCosineAnnealingLR``), gradient-norm
+clipping, frozen auxiliary networks (``network_<role>`` + ``pretrain_network_<role>``), clear errors for missing
+checkpoints, and atomic checkpoint / training-state writes (temporary name, then rename), so an interrupted run never
+leaves a truncated ``.pth`` or ``.state`` that ``--auto_resume`` would pick up.
+"""
+import os
+from collections import OrderedDict
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from basicsr.archs import build_network
+from basicsr.models import lr_scheduler as basicsr_lr_scheduler
+from basicsr.models.base_model import BaseModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+
+_OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW, 'SGD': torch.optim.SGD}
+_COSINE = ('TrueCosineAnnealingLR', 'CosineAnnealingLR')
+_BASICSR_SCHEDULERS = {
+    'MultiStepLR': basicsr_lr_scheduler.MultiStepRestartLR,
+    'MultiStepRestartLR': basicsr_lr_scheduler.MultiStepRestartLR,
+    'CosineAnnealingRestartLR': basicsr_lr_scheduler.CosineAnnealingRestartLR,
+}
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
+    try:
+        torch.save(obj, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+class BlurFieldBaseModel(BaseModel):
+    """BasicSR ``BaseModel`` plus optimizers, schedulers, clipping, frozen nets and atomic saving.
+
+    Option keys (under ``train``): ``optim_<net>: {type: Adam|AdamW|SGD, lr, ...}``, ``scheduler: {type: ...}`` with
+    BasicSR's types or ``TrueCosineAnnealingLR`` / ``CosineAnnealingLR`` (``T_max``, ``eta_min``),
+    ``use_grad_clip`` (bool) and ``grad_clip_norm`` (float, default 0.01 as published for NAFNet/UFPNet).
+    """
+
+    def get_optimizer(self, optim_type: str, params, lr: float, **kwargs):
+        if optim_type not in _OPTIMIZERS:
+            raise ValueError(f'Unsupported optimizer type: {optim_type}. Supported ones are: {list(_OPTIMIZERS)}')
+        if 'betas' in kwargs:
+            kwargs['betas'] = tuple(kwargs['betas'])
+        return _OPTIMIZERS[optim_type](params, lr, **kwargs)
+
+    def setup_schedulers(self):
+        """Builds one scheduler per optimizer from ``train.scheduler`` (the option dict is not modified)."""
+        scheduler_opt = dict(self.opt['train']['scheduler'])
+        scheduler_type = scheduler_opt.pop('type')
+        for optimizer in self.optimizers:
+            if scheduler_type in _COSINE:
+                scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, **scheduler_opt)
+            elif scheduler_type in _BASICSR_SCHEDULERS:
+                scheduler = _BASICSR_SCHEDULERS[scheduler_type](optimizer, **scheduler_opt)
+            else:
+                raise ValueError(f'Unsupported scheduler type: {scheduler_type}. Supported ones are: '
+                                 f'{list(_BASICSR_SCHEDULERS) + list(_COSINE)}')
+            self.schedulers.append(scheduler)
+
+    def clip_gradients(self, parameters: Iterable[nn.Parameter]) -> None:
+        """Clips the gradient norm when ``train.use_grad_clip`` is true (max norm ``train.grad_clip_norm``)."""
+        train_opt = self.opt['train']
+        if train_opt.get('use_grad_clip', False):
+            torch.nn.utils.clip_grad_norm_(list(parameters), float(train_opt.get('grad_clip_norm', 0.01)))
+
+    def trainable_parameters(self, *nets: nn.Module) -> list:
+        """Parameters with ``requires_grad`` of the given networks; logs the frozen ones once."""
+        params = []
+        frozen = 0
+        for net in nets:
+            for param in net.parameters():
+                if param.requires_grad:
+                    params.append(param)
+                else:
+                    frozen += param.numel()
+        if frozen:
+            get_root_logger().info(f'{frozen:,d} frozen parameters are not optimized.')
+        if not params:
+            raise ValueError('No trainable parameters: every network of this model is frozen')
+        return params
+
+    def build_auxiliary_network(self, role: str, frozen: bool = True) -> nn.Module:
+        """Builds ``network_<role>``, loads ``path.pretrain_network_<role>`` and freezes it (eval mode) if asked.
+
+        Args:
+            role (str): e.g. 'k' for ``network_k`` / ``pretrain_network_k`` / ``param_key_k`` / ``strict_load_k``.
+            frozen (bool): disable gradients and keep the network in eval mode.
+
+        Returns:
+            nn.Module: the network on this model's device (not wrapped in DDP when frozen).
+        """
+        key = f'network_{role}'
+        if key not in self.opt:
+            raise KeyError(f'option {key!r} is missing: add a {key}: {{type: ..., ...}} section')
+        net = build_network(self.opt[key]).to(self.device)
+        load_path = self.opt['path'].get(f'pretrain_network_{role}')
+        if load_path is not None:
+            self.load_network(net, load_path, self.opt['path'].get(f'strict_load_{role}', True),
+                              self.opt['path'].get(f'param_key_{role}', 'params'))
+        if frozen:
+            net.requires_grad_(False)
+            net.eval()
+        else:
+            net = self.model_to_device(net)
+        return net
+
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        if not os.path.isfile(load_path):
+            raise FileNotFoundError(f'pretrained network not found: {load_path!r} (check the path.pretrain_network_* '
+                                    'option)')
+        super().load_network(net, load_path, strict, param_key)
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        """BasicSR's checkpoint layout (``{param_key: state_dict}``, ``module.`` stripped), written atomically."""
+        label = 'latest' if current_iter == -1 else current_iter
+        save_path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
+        nets = net if isinstance(net, list) else [net]
+        param_keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(param_keys):
+            raise ValueError(f'save_network: {len(nets)} networks but {len(param_keys)} param keys')
+        save_dict = {}
+        for net_, key in zip(nets, param_keys):
+            state_dict = OrderedDict()
+            for name, param in self.get_bare_model(net_).state_dict().items():
+                state_dict[name[7:] if name.startswith('module.') else name] = param.cpu()
+            save_dict[key] = state_dict
+        atomic_torch_save(save_dict, save_path)
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        """BasicSR's ``<iter>.state`` (epoch, iter, optimizers, schedulers), written atomically."""
+        if current_iter == -1:
+            return
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [optimizer.state_dict() for optimizer in self.optimizers],
+            'schedulers': [scheduler.state_dict() for scheduler in self.schedulers],
+        }
+        atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))

@@ -1,0 +1,185 @@
+"""Deblurring model: a restoration network trained with a pixel loss and, optionally, a re-blur loss through a field.
+
+The re-blur term is eq. (8) of Fang et al. (UFPNet stage III) and §4.1.4 of Carbajal et al. (re-blur fine-tuning of a
+deblurrer): ``reblur_opt.loss_weight * dist(field.blur(restored), blurry)``, where the field comes either
+
+* from a frozen estimator ``network_k`` (any arch whose ``forward(lq)`` returns a blur field), or
+* from the generator itself when it estimates one (``net_g.estimates_field = True``; then
+  ``net_g(lq, return_field=True)`` returns ``(restored, field)``), as UFPNet does.
+
+The weight is applied once (the published UFPNet code applies its 0.01 twice). Inputs are padded to the network's
+``size_multiple`` and outputs cropped back, so any image size works. Networks that return a list of images (MPRNet
+stages, MIMO-UNet scales) get the pixel loss on every element against the ground truth resized to its size; the
+final image is the largest element (the first one among equal sizes).
+
+Subclasses add terms by overriding :meth:`DeblurModel.compute_losses` and calling ``super()``.
+"""
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
+from basicsr_blurfield.models.base import BlurFieldBaseModel
+
+
+def final_image(output):
+    """The restored image of a network output: the tensor itself, or the largest image of a list (first among ties).
+
+    Args:
+        output (Tensor | list[Tensor]): (N, C, H, W) or a list of such tensors at one or several scales.
+
+    Returns:
+        Tensor: (N, C, H, W).
+    """
+    if torch.is_tensor(output):
+        return output
+    return max(output, key=lambda image: image.shape[-2] * image.shape[-1])
+
+
+def _crop_scaled(image: torch.Tensor, size: tuple, padded_height: int) -> torch.Tensor:
+    """Crops an output at scale ``image_height / padded_height`` of the padded input back to ``size`` at that scale."""
+    scale = image.shape[-2] / padded_height
+    return crop_to(image, (round(size[0] * scale), round(size[1] * scale)))
+
+
+@MODEL_REGISTRY.register()
+class DeblurModel(BlurFieldBaseModel):
+    """Paired deblurring with a pixel loss, optional re-blur loss, EMA, gradient clipping and padding.
+
+    Options: ``network_g``; optional ``network_k`` (+ ``path.pretrain_network_k``, ``train.freeze_network_k``, default
+    true); ``train.pixel_opt`` (e.g. ``PSNRLoss``), ``train.reblur_opt`` (``ReblurLoss``), ``train.ema_decay``,
+    ``train.use_grad_clip``, ``train.optim_g``, ``train.scheduler``; ``val.metrics`` as in BasicSR.
+    """
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.net_g = build_network(opt['network_g'])
+        self.net_g = self.model_to_device(self.net_g)
+        self.print_network(self.net_g)
+        load_path = self.opt['path'].get('pretrain_network_g')
+        if load_path is not None:
+            self.load_network(self.net_g, load_path, self.opt['path'].get('strict_load_g', True),
+                              self.opt['path'].get('param_key_g', 'params'))
+        self.net_k = None
+        if 'network_k' in opt:
+            frozen = not self.is_train or self.opt['train'].get('freeze_network_k', True)
+            self.net_k = self.build_auxiliary_network('k', frozen=frozen)
+        if self.is_train:
+            self.init_training_settings()
+
+    @property
+    def size_multiple(self) -> int:
+        return int(getattr(self.get_bare_model(self.net_g), 'size_multiple', 1))
+
+    def init_training_settings(self):
+        self.net_g.train()
+        train_opt = self.opt['train']
+        self.ema_decay = train_opt.get('ema_decay', 0)
+        if self.ema_decay > 0:
+            get_root_logger().info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
+            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
+            load_path = self.opt['path'].get('pretrain_network_g')
+            if load_path is not None:
+                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
+            else:
+                self.model_ema(0)
+            self.net_g_ema.eval()
+
+        self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
+        self.cri_reblur = build_loss(train_opt['reblur_opt']).to(self.device) if train_opt.get('reblur_opt') else None
+        if self.cri_pix is None and self.cri_reblur is None:
+            raise ValueError('DeblurModel needs train.pixel_opt and/or train.reblur_opt; both are missing')
+        if self.cri_reblur is not None and self.net_k is None and not self._generator_estimates_field():
+            raise ValueError('train.reblur_opt needs a blur field: add network_k (a frozen field estimator) or use a '
+                             'network_g that estimates one (estimates_field = True, e.g. UFPNet)')
+        nets = [self.net_g] + ([self.net_k] if self.net_k is not None and not self._net_k_frozen() else [])
+        optim_opt = dict(train_opt['optim_g'])
+        self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), self.trainable_parameters(*nets), **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+        self.setup_schedulers()
+
+    def _net_k_frozen(self) -> bool:
+        return not any(param.requires_grad for param in self.net_k.parameters())
+
+    def _generator_estimates_field(self) -> bool:
+        return bool(getattr(self.get_bare_model(self.net_g), 'estimates_field', False))
+
+    def feed_data(self, data):
+        self.lq = data['lq'].to(self.device)
+        if 'gt' in data:
+            self.gt = data['gt'].to(self.device)
+        self.weight = data['weight'].to(self.device) if 'weight' in data else None
+
+    def run_network(self, net, lq: torch.Tensor, with_field: bool = False):
+        """Runs ``net`` on ``lq`` padded to the size multiple; returns (output cropped back, field or None).
+
+        The field (when asked for) comes from ``network_k`` on the unpadded input, or from ``net`` itself; networks
+        that estimate a field take any input size themselves and return a field of the input size, so they are not
+        padded here.
+        """
+        if with_field and self.net_k is None:
+            return net(lq, return_field=True)
+        padded, size = pad_to_multiple(lq, self.size_multiple)
+        output = net(padded)
+        field = self.net_k(lq) if with_field else None
+        if torch.is_tensor(output):
+            return crop_to(output, size), field
+        return [_crop_scaled(image, size, padded.shape[-2]) for image in output], field
+
+    def compute_losses(self, output, field) -> tuple:
+        """Loss terms of one step. Returns (total loss, OrderedDict of named terms for the log).
+
+        Args:
+            output (Tensor | list[Tensor]): network output(s), cropped to the input size.
+            field: blur field of the batch, or None when no re-blur loss is configured.
+        """
+        loss_dict = OrderedDict()
+        total = 0
+        if self.cri_pix is not None:
+            outputs = output if isinstance(output, (list, tuple)) else [output]
+            l_pix = 0
+            for image in outputs:
+                target = self.gt if image.shape[-2:] == self.gt.shape[-2:] else F.interpolate(
+                    self.gt, size=image.shape[-2:], mode='bilinear', align_corners=False, antialias=True)
+                l_pix = l_pix + self.cri_pix(image, target)
+            loss_dict['l_pix'] = l_pix
+            total = total + l_pix
+        if self.cri_reblur is not None:
+            l_reblur = self.cri_reblur(field, final_image(output), self.lq)
+            loss_dict['l_reblur'] = l_reblur
+            total = total + l_reblur
+        return total, loss_dict
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad()
+        output, field = self.run_network(self.net_g, self.lq, with_field=self.cri_reblur is not None)
+        total, loss_dict = self.compute_losses(output, field)
+        total.backward()
+        self.clip_gradients(self.optimizer_g.param_groups[0]['params'])
+        self.optimizer_g.step()
+        self.output = final_image(output).detach()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def test(self):
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            output, _ = self.run_network(net, self.lq)
+        self.output = final_image(output)
+        if was_training:
+            net.train()
+
+    nondist_validation = SRModel.nondist_validation
+    dist_validation = SRModel.dist_validation
+    _log_validation_metric_values = SRModel._log_validation_metric_values
+    get_current_visuals = SRModel.get_current_visuals
+    save = SRModel.save
