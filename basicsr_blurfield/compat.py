@@ -254,11 +254,39 @@ def patch_cuda_prefetcher() -> None:
     CUDAPrefetcher.__init__ = __init__
 
 
+def patch_registry_errors() -> None:
+    """Makes an unknown ``type`` in the options name the valid choices.
+
+    Upstream: ``Registry.get`` prints ``Name X is not found, use name: X_basicsr!`` and raises
+    ``KeyError("No object named 'X' found in 'arch' registry!")`` without saying what exists. We raise the same
+    ``KeyError`` type with the closest registered names and the full sorted list. Found names behave as upstream.
+    """
+    from basicsr.utils.registry import Registry
+
+    if getattr(Registry.get, _PATCHED_MARK, False):
+        return
+    upstream_get = Registry.get
+
+    def get(self, name, suffix='basicsr'):
+        if name in self._obj_map or f'{name}_{suffix}' in self._obj_map:
+            return upstream_get(self, name, suffix)
+        import difflib
+        names = sorted(self._obj_map)
+        close = difflib.get_close_matches(str(name), names, n=3)
+        hint = f' Did you mean {close}?' if close else ''
+        raise KeyError(f"No object named '{name}' found in '{self._name}' registry (the 'type' option).{hint} "
+                       f'Registered names: {names}')
+
+    setattr(get, _PATCHED_MARK, True)
+    Registry.get = get
+
+
 def patch_basicsr() -> None:
-    """Run-time fixes, once ``basicsr`` is importable: resume, distributed and prefetcher on CPU."""
+    """Run-time fixes, once ``basicsr`` is importable: resume, distributed and prefetcher on CPU, registry errors."""
     patch_resume()
     patch_distributed()
     patch_cuda_prefetcher()
+    patch_registry_errors()
 
 
 def apply_all() -> None:
