@@ -1,0 +1,147 @@
+"""BasisKernelNet (Carbajal et al.): output field, any size, gradients, published layout and remap."""
+import json
+import os
+
+import pytest
+import torch
+
+from basicsr.archs import build_network
+from basicsr_blurfield.archs.basis_kernel_arch import BasisKernelNet, remap_official_keys
+from basicsr_blurfield.fields import BasisField, KernelField
+
+FIXTURE = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures',
+                       'carbajal_twoheads_k25_state_dict.json')
+TINY = dict(num_basis=4, kernel_size=9, num_feat=8, enc_channels=(8, 12, 16), kernel_channels=(12, 8, 8))
+
+
+def tiny_net(**kwargs):
+    torch.manual_seed(0)
+    return BasisKernelNet(**{**TINY, **kwargs})
+
+
+def load_fixture():
+    if not os.path.isfile(FIXTURE):
+        pytest.skip(f'layout fixture not found: {FIXTURE}')
+    with open(FIXTURE) as handle:
+        return json.load(handle)
+
+
+@pytest.mark.parametrize('size', [(16, 16), (19, 27), (24, 9 + 8)])
+def test_output_is_a_normalised_basis_field_of_the_input_size(size):
+    net = tiny_net().eval()
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        field = net(x)
+    assert isinstance(field, BasisField)
+    assert field.basis.shape == (2, 4, 9, 9)
+    assert field.mixing.shape == (2, 4) + size
+    assert torch.allclose(field.basis.sum((2, 3)), torch.ones(2, 4), atol=1e-5)
+    assert torch.allclose(field.mixing.sum(1), torch.ones(2, *size), atol=1e-5)
+    assert field.blur(x).shape == x.shape
+
+
+def test_grey_input_uses_its_own_convolution():
+    net = tiny_net().eval()
+    grey = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        field = net(grey)
+        assert field.mixing.shape == (1, 4, 16, 16)
+        net.conv_in[1][0].weight.zero_()
+        assert not torch.allclose(net(grey).mixing, field.mixing)
+
+
+def test_wrong_channel_count_is_rejected_with_the_valid_choices():
+    with pytest.raises(ValueError, match=r'C in \(3, 1\)'):
+        tiny_net()(torch.rand(1, 2, 16, 16))
+
+
+def test_kernel_size_must_be_reachable_by_upsampling():
+    with pytest.raises(ValueError, match='2\\*\\*m \\+ 1'):
+        tiny_net(kernel_size=7)
+    assert tiny_net(kernel_size=17).eval()(torch.rand(1, 3, 24, 24)).basis.shape == (1, 4, 17, 17)
+
+
+def test_linearisation_is_applied_to_the_input():
+    net = tiny_net().eval()
+    plain = tiny_net(linearize=False).eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(net(x).mixing, plain(x**2.2 - 0.5).mixing, atol=1e-6)
+
+
+def test_every_parameter_used_for_rgb_gets_a_gradient():
+    net = tiny_net(in_channels=(3, ))
+    field = net(torch.rand(2, 3, 16, 20))
+    sharp = torch.rand(2, 3, 16, 20)
+    loss = field.blur(sharp).square().mean() + field.dense().kernels.square().mean()
+    loss.backward()
+    missing = [name for name, param in net.named_parameters() if param.grad is None or param.grad.abs().sum() == 0]
+    assert not missing
+    assert all(torch.isfinite(param.grad).all() for param in net.parameters())
+
+
+def test_field_feeds_the_shared_tools():
+    net = tiny_net().eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        field = net(x)
+        dense = field.dense()
+        assert isinstance(dense, KernelField)
+        assert torch.allclose(dense.blur(x), field.blur(x), atol=1e-5)
+        points = torch.tensor([[0, 3, 5], [0, 15, 0]])
+        assert torch.allclose(field.kernels_at(points), dense.kernels_at(points), atol=1e-6)
+
+
+def test_build_network_from_yaml_options():
+    net = build_network({'type': 'BasisKernelNet', **TINY})
+    assert isinstance(net, BasisKernelNet) and net.multiple == 8
+
+
+def test_published_configuration_has_the_published_parameter_count():
+    fixture = load_fixture()
+    net = BasisKernelNet()
+    assert sum(param.numel() for param in net.parameters()) == fixture['num_params'] == 79829298
+
+
+def test_official_keys_remap_exactly_onto_ours_key_by_key_and_shape_by_shape():
+    fixture = load_fixture()
+    ours = {name: tuple(value.shape) for name, value in BasisKernelNet().state_dict().items()}
+    official = {name: torch.zeros(shape) for name, shape in fixture['state_dict'].items()}
+    remapped = remap_official_keys(official)
+    assert len(remapped) == len(official) == fixture['num_state_dict_keys']
+    assert {name: tuple(value.shape) for name, value in remapped.items()} == ours
+    assert remapped['encoder.4.body.2.weight'] is official['down5.double_conv.2.weight']
+    assert remapped['kernel_decoder.2.fuse.0.bias'] is official['kernel_up3.feat.0.bias']
+    assert remapped['conv_in.1.0.weight'] is official['inc_gray.0.weight']
+
+
+def test_remap_accepts_wrappers_and_rejects_foreign_keys():
+    state = {'module.masks_end.4.bias': torch.zeros(25)}
+    assert list(remap_official_keys({'params': state})) == ['mixing_out.4.bias']
+    with pytest.raises(ValueError, match='unexpected key'):
+        remap_official_keys({'head.weight': torch.zeros(1)})
+
+
+def test_remapped_weights_load_strictly_and_give_the_same_field():
+    torch.manual_seed(1)
+    small = dict(num_basis=3, kernel_size=9, num_feat=4, enc_channels=(4, 4, 4), kernel_channels=(4, 4, 4))
+    source = BasisKernelNet(**small).eval()
+    reverse = {'conv_in.0.0.': 'inc_rgb.0.', 'conv_in.1.0.': 'inc_gray.0.', 'bottleneck.0.': 'feat.0.',
+               'mixing_out.': 'masks_end.', 'kernel_out.': 'kernels_end.'}
+    official = {}
+    for name, value in source.state_dict().items():
+        for ours, theirs in reverse.items():
+            name = name.replace(ours, theirs) if name.startswith(ours) else name
+        parts = name.split('.')
+        part = {'body': 'double_conv', 'fuse': 'feat', 'up': 'up'}
+        if parts[0] == 'encoder':
+            name = '.'.join([f'down{int(parts[1]) + 1}', 'double_conv'] + parts[3:])
+        elif parts[0] in ('mixing_decoder', 'kernel_decoder'):
+            prefix = 'up' if parts[0] == 'mixing_decoder' else 'kernel_up'
+            name = '.'.join([f'{prefix}{int(parts[1]) + 1}', part[parts[2]]] + parts[3:])
+        official[name] = value
+    target = BasisKernelNet(**small).eval()
+    target.load_state_dict(remap_official_keys(official), strict=True)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(target(x).basis, source(x).basis)
