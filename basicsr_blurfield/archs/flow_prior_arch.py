@@ -1,0 +1,227 @@
+"""Flow-based motion-kernel prior, stage I of UFPNet (Fang et al., CVPR 2023, eq. (2)-(3)).
+
+A RealNVP normalizing flow (Dinh et al.; masked affine coupling + batch-norm flow layers as in Papamakarios et al.'s
+MAF paper, used for kernels by FKP, Liang et al. 2021) maps a blur kernel ``k`` (K x K, flattened to ``L = K*K``) to a
+latent ``z`` of the standard normal base distribution ``N(0, I_L)``:
+
+    u = logit(alpha + (1 - 2 alpha) * normalization * k)          (pre-processing, invertible on [0, 1]^L)
+    z = f_theta(u): for each block, coupling y = m*u + (1-m) * (u - t(m*u)) * exp(-s(m*u)), then batch norm
+    log p(k) = log N(z; 0, I) + sum log|det df/du| + log|det du/dk|                               (eq. (2))
+
+``encode(k) = z`` and ``decode(z) = k`` are exact inverses on the open cube; ``decode`` then projects onto kernels
+(non-negative, summing to 1) with :func:`basicsr_blurfield.fields.normalize_kernels`; the published code skips that
+projection (a documented defect), we apply it. The log-likelihood is that of the un-projected kernel vector.
+
+Batch-norm layers use batch statistics (and update their running averages) when the module is training and the
+flow is evaluated in the data-to-latent direction; the latent-to-data direction (``decode``, ``sample``) always uses
+the running averages, so decoding never depends on the other samples of a batch.
+
+The module layout (``kernel_size``, ``alpha``, ``normalization``, ``base_dist_mean``, ``base_dist_var`` buffers,
+``net.{2b}`` couplings with ``mask``, ``s_net``, ``t_net``, ``net.{2b+1}`` batch norms with ``log_gamma``, ``beta``,
+``running_mean``, ``running_var``) equals the published ``Flow_motion.pt`` / UFPNet ``flow.*`` layout: 194,470
+parameters at K=19, 5 blocks, hidden size 25.
+
+Reference: Fang et al., CVPR 2023, §3.1, eq. (2)-(3); Dinh et al., RealNVP; Liang et al., FKP. Written from the papers.
+"""
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from basicsr.utils.registry import ARCH_REGISTRY
+from basicsr_blurfield.fields import normalize_kernels
+
+__all__ = ['KernelFlowPrior']
+
+
+def _mlp(num_dims: int, hidden_size: int, num_hidden: int, activation: type) -> nn.Sequential:
+    """Linear(L, h), act, [Linear(h, h), act] * num_hidden, Linear(h, L)."""
+    layers = [nn.Linear(num_dims, hidden_size), activation()]
+    for _ in range(num_hidden):
+        layers += [nn.Linear(hidden_size, hidden_size), activation()]
+    layers.append(nn.Linear(hidden_size, num_dims))
+    return nn.Sequential(*layers)
+
+
+class _AffineCoupling(nn.Module):
+    """Masked affine coupling: the masked half conditions a scale (Tanh MLP) and a shift (ReLU MLP) of the rest."""
+
+    def __init__(self, num_dims: int, hidden_size: int, num_hidden: int, parity: int):
+        super().__init__()
+        self.register_buffer('mask', (torch.arange(num_dims) % 2 == parity).float())
+        self.s_net = _mlp(num_dims, hidden_size, num_hidden, nn.Tanh)
+        self.t_net = _mlp(num_dims, hidden_size, num_hidden, nn.ReLU)
+
+    def _scale_shift(self, conditioner: torch.Tensor) -> tuple:
+        free = 1 - self.mask
+        return self.s_net(conditioner) * free, self.t_net(conditioner) * free
+
+    def forward(self, u: torch.Tensor) -> tuple:
+        """Data to latent. u (P, L) -> (y (P, L), log|det| (P,))."""
+        masked = u * self.mask
+        scale, shift = self._scale_shift(masked)
+        return masked + (1 - self.mask) * (u - shift) * torch.exp(-scale), -scale.sum(dim=1)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Latent to data. y (P, L) -> u (P, L)."""
+        masked = y * self.mask
+        scale, shift = self._scale_shift(masked)
+        return masked + (1 - self.mask) * (y * torch.exp(scale) + shift)
+
+
+class _BatchNormFlow(nn.Module):
+    """Invertible batch normalisation y = exp(log_gamma) * (u - mean) / sqrt(var + eps) + beta (MAF, §3.1)."""
+
+    def __init__(self, num_dims: int, momentum: float = 0.9, eps: float = 1e-5):
+        super().__init__()
+        self.momentum = momentum
+        self.eps = eps
+        self.log_gamma = nn.Parameter(torch.zeros(num_dims))
+        self.beta = nn.Parameter(torch.zeros(num_dims))
+        self.register_buffer('running_mean', torch.zeros(num_dims))
+        self.register_buffer('running_var', torch.ones(num_dims))
+
+    def forward(self, u: torch.Tensor) -> tuple:
+        """Data to latent (batch statistics while training). u (P, L) -> (y (P, L), log|det| (P,))."""
+        if self.training:
+            mean, var = u.mean(dim=0), u.var(dim=0)
+            with torch.no_grad():
+                self.running_mean.mul_(self.momentum).add_(mean.detach() * (1 - self.momentum))
+                self.running_var.mul_(self.momentum).add_(var.detach() * (1 - self.momentum))
+        else:
+            mean, var = self.running_mean, self.running_var
+        y = torch.exp(self.log_gamma) * (u - mean) / torch.sqrt(var + self.eps) + self.beta
+        log_det = (self.log_gamma - 0.5 * torch.log(var + self.eps)).sum()
+        return y, log_det.expand(u.shape[0])
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Latent to data with the running statistics. y (P, L) -> u (P, L)."""
+        return (y - self.beta) * torch.exp(-self.log_gamma) * torch.sqrt(self.running_var + self.eps) + self.running_mean
+
+
+@ARCH_REGISTRY.register()
+class KernelFlowPrior(nn.Module):
+    """RealNVP prior over K x K motion-blur kernels: exact log-likelihood, encode, decode and sampling.
+
+    Args:
+        kernel_size (int): K, odd. Default: 19 (published).
+        num_block (int): coupling (+ batch-norm) blocks, masks alternating even/odd. Default: 5.
+        hidden_size (int): width of the scale and shift MLPs. Default: 25.
+        num_hidden (int): hidden-to-hidden layers of each MLP. Default: 1.
+        alpha (float): logit bound, kernels are mapped into [alpha, 1 - alpha] before the logit. Default: 1e-6.
+        normalization (float): kernels are multiplied by it before the logit (1 for kernels summing to 1).
+            Default: 1.0.
+        batch_norm (bool): add a batch-norm flow layer after each coupling. Default: True.
+
+    Shape:
+        kernels: (P, K, K), (P, 1, K, K) or (P, L) with L = K*K, in [0, 1]; latents: (P, L).
+        ``forward(kernels)`` returns the log-likelihood (P,) of eq. (2) (the stage-I loss is its negative mean).
+    """
+
+    def __init__(self,
+                 kernel_size: int = 19,
+                 num_block: int = 5,
+                 hidden_size: int = 25,
+                 num_hidden: int = 1,
+                 alpha: float = 1e-6,
+                 normalization: float = 1.0,
+                 batch_norm: bool = True):
+        super().__init__()
+        if int(kernel_size) < 1 or int(kernel_size) % 2 == 0:
+            raise ValueError(f'kernel_size: expected a positive odd integer, got {kernel_size}')
+        if not 0 < float(alpha) < 0.5:
+            raise ValueError(f'alpha: expected a value in (0, 0.5), got {alpha}')
+        num_dims = int(kernel_size)**2
+        self.num_dims = num_dims
+        self.register_buffer('kernel_size', torch.tensor([float(kernel_size)]))
+        self.register_buffer('alpha', torch.tensor([float(alpha)]))
+        self.register_buffer('normalization', torch.tensor([float(normalization)]))
+        self.register_buffer('base_dist_mean', torch.zeros(num_dims))
+        self.register_buffer('base_dist_var', torch.ones(num_dims))
+        layers = []
+        for index in range(int(num_block)):
+            layers.append(_AffineCoupling(num_dims, int(hidden_size), int(num_hidden), parity=1 - index % 2))
+            if batch_norm:
+                layers.append(_BatchNormFlow(num_dims))
+        self.net = nn.ModuleList(layers)
+
+    @property
+    def size(self) -> int:
+        """K, the kernel side."""
+        return int(round(float(self.kernel_size)))
+
+    def _flatten(self, kernels: torch.Tensor) -> torch.Tensor:
+        k = self.size
+        if kernels.dim() == 2 and kernels.shape[1] == k * k:
+            return kernels
+        if kernels.shape[-2:] == (k, k) and (kernels.dim() == 3 or (kernels.dim() == 4 and kernels.shape[1] == 1)):
+            return kernels.reshape(kernels.shape[0], k * k)
+        raise ValueError(f'kernels: expected (P, {k}, {k}), (P, 1, {k}, {k}) or (P, {k * k}), got {tuple(kernels.shape)}')
+
+    def encode_with_log_det(self, kernels: torch.Tensor) -> tuple:
+        """Kernel to latent with the log-determinant of the Jacobian dz/dk.
+
+        Args:
+            kernels (Tensor): (P, K, K), (P, 1, K, K) or (P, L), values in [0, 1].
+
+        Returns:
+            tuple: z (P, L) and log|det dz/dk| (P,).
+        """
+        alpha, scale = self.alpha, self.normalization
+        p = alpha + (1 - 2 * alpha) * scale * self._flatten(kernels)
+        u = torch.log(p) - torch.log1p(-p)
+        log_det = (torch.log((1 - 2 * alpha) * scale) - torch.log(p) - torch.log1p(-p)).sum(dim=1)
+        for layer in self.net:
+            u, layer_log_det = layer(u)
+            log_det = log_det + layer_log_det
+        return u, log_det
+
+    def encode(self, kernels: torch.Tensor) -> torch.Tensor:
+        """Kernel to latent, z = f_theta^{-1}(k) of eq. (3). kernels (P, K, K) / (P, L) -> z (P, L)."""
+        return self.encode_with_log_det(kernels)[0]
+
+    def log_prob(self, kernels: torch.Tensor) -> torch.Tensor:
+        """Exact log-likelihood log p(k) of eq. (2) in nats. kernels (P, K, K) / (P, L) -> (P,)."""
+        z, log_det = self.encode_with_log_det(kernels)
+        var = self.base_dist_var
+        log_base = -0.5 * (((z - self.base_dist_mean)**2) / var + torch.log(2 * math.pi * var)).sum(dim=1)
+        return log_base + log_det
+
+    def forward(self, kernels: torch.Tensor) -> torch.Tensor:
+        """Log-likelihood of each kernel, see :meth:`log_prob`. kernels (P, K, K) / (P, L) -> (P,)."""
+        return self.log_prob(kernels)
+
+    def decode(self, z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Latent to kernel, k = f_theta(z) of eq. (3), then projected onto kernels summing to 1.
+
+        Args:
+            z (Tensor): (P, L) latent codes.
+            normalize (bool): apply :func:`normalize_kernels` (clamp >= 0, divide by the sum). Default: True.
+
+        Returns:
+            Tensor: (P, K, K) kernels, non-negative and summing to 1 when ``normalize``.
+        """
+        if z.dim() != 2 or z.shape[1] != self.num_dims:
+            raise ValueError(f'z: expected (P, {self.num_dims}), got {tuple(z.shape)}')
+        u = z
+        for layer in reversed(self.net):
+            u = layer.inverse(u)
+        kernels = (torch.sigmoid(u) - self.alpha) / ((1 - 2 * self.alpha) * self.normalization)
+        if normalize:
+            kernels = normalize_kernels(kernels, dim=1)
+        return kernels.reshape(-1, self.size, self.size)
+
+    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Draws kernels from the prior: z ~ N(0, I), k = decode(z).
+
+        Args:
+            num_samples (int): P.
+            generator (torch.Generator, optional): source of randomness (on the module's device).
+
+        Returns:
+            Tensor: (P, K, K) kernels, non-negative, each summing to 1.
+        """
+        z = torch.randn(int(num_samples), self.num_dims, generator=generator, device=self.base_dist_mean.device,
+                        dtype=self.base_dist_mean.dtype)
+        return self.decode(self.base_dist_mean + z * torch.sqrt(self.base_dist_var))

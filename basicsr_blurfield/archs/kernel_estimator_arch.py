@@ -1,0 +1,238 @@
+"""Uncertain per-pixel kernel estimation in the flow's latent space, stage II of UFPNet (Fang et al., CVPR 2023).
+
+A small U-Net G (three widths F, 2F, 4F; two down/up levels) predicts from the blurry image y, at every pixel i, a
+latent code ``z_i`` (L = K*K channels, standardised over its L entries so that it follows N(0, I)) and a standard
+deviation ``sigma_i`` (sigmoid of a second head, averaged over the L channels: one sigma per pixel). Eq. (5)-(6):
+
+    z_hat_i = sqrt(1 - sigma_i^2) * z_i + n_i,    n_i = sigma_i * eps_i,  eps_i ~ N(0, I)
+
+during training; at test time the noise is left out by default (``z_hat_i = sqrt(1 - sigma_i^2) * z_i``, the mean of
+z_hat_i), so results do not depend on a seed (the published code keeps adding noise at test time). ``sample`` switches
+this per call and ``sample_at_test`` per network; noise comes from an explicit ``torch.Generator`` when one is given.
+The kernels ``k_i = f_theta(z_hat_i)`` are decoded by the frozen :class:`KernelFlowPrior` (eq. (3)) and returned as a
+:class:`~basicsr_blurfield.fields.KernelField` (gather form, each kernel non-negative and summing to 1). The stage-II
+loss is the re-blur L1 of eq. (4), ``||blur(x, field) - y||_1``.
+
+Module names (``kernel_extra.Encoding_Block1 ... Conv_tail.{mean,var}`` and ``flow.*``) equal the published UFPNet
+layout, so the estimator's weights load into and out of :class:`~basicsr_blurfield.archs.ufpnet_arch.UFPNet` by name.
+
+Reference: Fang et al., CVPR 2023, §3.1-3.2, eq. (4)-(6). Written from the paper and DESIGN.md.
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+
+from basicsr.utils.registry import ARCH_REGISTRY
+from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
+from basicsr_blurfield.archs.flow_prior_arch import KernelFlowPrior
+from basicsr_blurfield.fields import KernelField
+
+__all__ = ['FlowKernelEstimator', 'LatentKernelEstimation', 'resample_codes']
+
+_DECODE_CHUNK = 65536
+
+
+def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
+
+
+class _ResBlock(nn.Module):
+    """x + conv(relu(conv(relu(x))))."""
+
+    def __init__(self, num_feat: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.ReLU(), _conv3x3(num_feat, num_feat), nn.ReLU(), _conv3x3(num_feat, num_feat))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class _EncodingBlock(nn.Module):
+    """Conv, two residual blocks (the skip), then a stride-2 conv. (N, C_in, H, W) -> skip (N, C, H, W), down."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.Conv_head = _conv3x3(in_ch, out_ch)
+        self.ResBlock1 = _ResBlock(out_ch)
+        self.ResBlock2 = _ResBlock(out_ch)
+        self.downsample = _conv3x3(out_ch, out_ch, stride=2)
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        skip = self.ResBlock2(self.ResBlock1(torch.relu(self.Conv_head(x))))
+        return skip, torch.relu(self.downsample(skip))
+
+
+class _DecodingBlock(nn.Module):
+    """Stride-2 transposed conv, concatenation with the skip, conv and two residual blocks."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.Conv_t = nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1)
+        self.Conv_head = _conv3x3(2 * out_ch, out_ch)
+        self.ResBlock1 = _ResBlock(out_ch)
+        self.ResBlock2 = _ResBlock(out_ch)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = torch.relu(self.Conv_t(x))
+        return self.ResBlock2(self.ResBlock1(torch.relu(self.Conv_head(torch.cat([up, skip], dim=1)))))
+
+
+class _ConvStack(nn.Module):
+    """Five 3x3 convs with ReLU between them (the U-Net bottleneck)."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        layers = [_conv3x3(in_ch, out_ch)]
+        for _ in range(4):
+            layers += [nn.ReLU(), _conv3x3(out_ch, out_ch)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x))
+
+
+class _LatentCodeNet(nn.Module):
+    """G of eq. (4): image (N, C, H, W) -> raw code (N, L, H, W) and raw sigma logits (N, L, H, W); H, W % 4 == 0."""
+
+    def __init__(self, img_channel: int, num_feat: int, code_channels: int):
+        super().__init__()
+        self.Encoding_Block1 = _EncodingBlock(img_channel, num_feat)
+        self.Encoding_Block2 = _EncodingBlock(num_feat, 2 * num_feat)
+        self.Conv_mid = _ConvStack(2 * num_feat, 4 * num_feat)
+        self.Decoding_Block1 = _DecodingBlock(4 * num_feat, 2 * num_feat)
+        self.Decoding_Block2 = _DecodingBlock(2 * num_feat, num_feat)
+        self.Conv_tail = nn.ModuleDict({
+            name: nn.Sequential(_conv3x3(num_feat, num_feat), nn.ReLU(), _conv3x3(num_feat, code_channels))
+            for name in ('mean', 'var')
+        })
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        skip1, x = self.Encoding_Block1(x)
+        skip2, x = self.Encoding_Block2(x)
+        x = self.Decoding_Block2(self.Decoding_Block1(self.Conv_mid(x), skip2), skip1)
+        return self.Conv_tail['mean'](x), self.Conv_tail['var'](x)
+
+
+def resample_codes(z: torch.Tensor,
+                   sigma: torch.Tensor,
+                   sample: bool,
+                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Uncertainty resampling of eq. (5)-(6): ``z * sqrt(1 - sigma^2) + eps * sigma`` (eps left out if not ``sample``).
+
+    Args:
+        z (Tensor): (N, L, H, W) standardised codes.
+        sigma (Tensor): (N, 1, H, W) in (0, 1).
+        sample (bool): add the noise term.
+        generator (torch.Generator, optional): source of eps (on z's device).
+
+    Returns:
+        Tensor: (N, L, H, W) codes z_hat.
+    """
+    z_hat = z * torch.sqrt(1 - sigma * sigma)
+    if not sample:
+        return z_hat
+    eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return z_hat + eps * sigma
+
+
+class LatentKernelEstimation:
+    """Mixin giving an ``nn.Module`` the estimator ``kernel_extra`` (G) and the prior ``flow`` (f_theta) at its top.
+
+    Used by :class:`FlowKernelEstimator` and by the kernel-guided deblurring networks, so that all of them keep the
+    published parameter names (``kernel_extra.*``, ``flow.*``) and share one implementation of eq. (4)-(6).
+    """
+
+    def _build_kernel_estimation(self, img_channel: int, kernel_size: int, num_feat: int, flow_num_block: int,
+                                 flow_hidden_size: int, sample_at_test: bool, freeze_prior: bool,
+                                 padding: str) -> None:
+        self.flow = KernelFlowPrior(kernel_size=kernel_size, num_block=flow_num_block, hidden_size=flow_hidden_size)
+        self.kernel_extra = _LatentCodeNet(img_channel, num_feat, int(kernel_size)**2)
+        self.sample_at_test = bool(sample_at_test)
+        self.freeze_prior = bool(freeze_prior)
+        self.field_padding = padding
+        if self.freeze_prior:
+            self.flow.requires_grad_(False)
+            self.flow.eval()
+
+    def train(self, mode: bool = True):
+        """Sets the training mode; a frozen prior stays in eval mode (its batch-norm statistics are fixed)."""
+        super().train(mode)
+        if self.freeze_prior:
+            self.flow.eval()
+        return self
+
+    def estimate_kernels(self, lq: torch.Tensor, sample: Optional[bool] = None,
+                         generator: Optional[torch.Generator] = None) -> tuple:
+        """Per-pixel kernels and uncertainty of a blurry image, eq. (4)-(6).
+
+        Args:
+            lq (Tensor): (N, C, H, W) blurry image, any H, W.
+            sample (bool, optional): add the uncertainty noise; None means "while training, or if sample_at_test".
+            generator (torch.Generator, optional): source of the noise (on lq's device).
+
+        Returns:
+            tuple: kernels (N, K*K, H, W), non-negative, summing to 1 over dim 1 (gather form), and
+            sigma (N, 1, H, W) in (0, 1).
+        """
+        if lq.dim() != 4:
+            raise ValueError(f'lq: expected (N, C, H, W), got shape {tuple(lq.shape)}')
+        if sample is None:
+            sample = self.training or self.sample_at_test
+        padded, size = pad_to_multiple(lq, 4)
+        code, sigma_logits = self.kernel_extra(padded)
+        code, sigma_logits = crop_to(code, size), crop_to(sigma_logits, size)
+        z = (code - code.mean(dim=1, keepdim=True)) / torch.sqrt(code.var(dim=1, unbiased=False, keepdim=True) + 1e-6)
+        sigma = torch.sigmoid(sigma_logits).mean(dim=1, keepdim=True)
+        z_hat = resample_codes(z, sigma, sample, generator)
+        num, taps, height, width = z_hat.shape
+        rows = z_hat.permute(0, 2, 3, 1).reshape(-1, taps)
+        if torch.is_grad_enabled() or rows.shape[0] <= _DECODE_CHUNK:
+            kernels = self.flow.decode(rows)
+        else:
+            kernels = torch.cat([self.flow.decode(chunk) for chunk in rows.split(_DECODE_CHUNK)])
+        kernels = kernels.reshape(num, height, width, taps).permute(0, 3, 1, 2).contiguous()
+        return kernels, sigma
+
+    def estimate_field(self, lq: torch.Tensor, sample: Optional[bool] = None,
+                       generator: Optional[torch.Generator] = None) -> KernelField:
+        """The blur field of ``lq`` (N, C, H, W): a :class:`KernelField` of (N, K*K, H, W) kernels."""
+        kernels, _ = self.estimate_kernels(lq, sample, generator)
+        return KernelField(kernels, padding=self.field_padding)
+
+
+@ARCH_REGISTRY.register()
+class FlowKernelEstimator(LatentKernelEstimation, nn.Module):
+    """UFPNet's kernel-estimation network (KE-Net): latent code + uncertainty, decoded by a frozen flow prior.
+
+    Args:
+        img_channel (int): input channels. Default: 3.
+        kernel_size (int): K of the kernels and of the flow prior. Default: 19.
+        num_feat (int): U-Net width F (levels F, 2F, 4F). Default: 64 (published).
+        flow_num_block (int): blocks of the flow prior. Default: 5.
+        flow_hidden_size (int): hidden width of the flow's MLPs. Default: 25.
+        sample_at_test (bool): keep the uncertainty noise in eval mode (published behaviour). Default: False.
+        freeze_prior (bool): keep the flow fixed (no gradients, eval-mode statistics). Default: True.
+        padding (str): boundary mode of the returned field ('replicate', 'reflect', 'zeros'). Default: 'replicate'.
+
+    Shape:
+        ``forward(lq)``: (N, C, H, W) -> KernelField with kernels (N, K*K, H, W).
+    """
+
+    def __init__(self,
+                 img_channel: int = 3,
+                 kernel_size: int = 19,
+                 num_feat: int = 64,
+                 flow_num_block: int = 5,
+                 flow_hidden_size: int = 25,
+                 sample_at_test: bool = False,
+                 freeze_prior: bool = True,
+                 padding: str = 'replicate'):
+        super().__init__()
+        self._build_kernel_estimation(img_channel, kernel_size, num_feat, flow_num_block, flow_hidden_size,
+                                      sample_at_test, freeze_prior, padding)
+
+    def forward(self, lq: torch.Tensor, sample: Optional[bool] = None,
+                generator: Optional[torch.Generator] = None) -> KernelField:
+        """Estimates the blur field of ``lq``; see :meth:`LatentKernelEstimation.estimate_kernels`."""
+        return self.estimate_field(lq, sample, generator)
