@@ -28,12 +28,12 @@ class _LoaderWithPlugin(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        _load_compat().prepare_imports()
+        load_compat().prepare_imports()
         self._loader.exec_module(module)
         importlib.import_module('basicsr_blurfield')
 
 
-def _load_compat():
+def load_compat():
     """Loads ``basicsr_blurfield.compat`` by file path, without running the package ``__init__`` (which imports
     ``basicsr`` itself). The package later finds it in ``sys.modules``."""
     name = 'basicsr_blurfield.compat'
