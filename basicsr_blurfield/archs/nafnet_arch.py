@@ -26,6 +26,7 @@ from torch import nn
 
 from basicsr.utils.registry import ARCH_REGISTRY
 from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
+from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
 from basicsr_blurfield.archs.tlc import replace_global_pooling
 
 __all__ = ['NAFBlock', 'NAFNet', 'NAFNetLocal', 'remap_official_keys']
@@ -183,16 +184,12 @@ class NAFNetLocal(NAFNet):
 
 
 def remap_official_keys(state: dict) -> dict:
-    """Maps a published NAFNet / NAFNetLocal state dict to ours (the names are identical; wrappers are removed).
+    """Maps a published NAFNet / NAFNetLocal checkpoint to our names (identical: only the wrapper is removed).
 
     Args:
-        state (dict): a state dict, or a BasicSR checkpoint holding it under ``params`` / ``params_ema``.
+        state (dict): a state dict, or a checkpoint holding it under ``params`` (BasicSR) or another wrapper key.
 
     Returns:
         dict: parameter name -> tensor, without a ``module.`` prefix.
     """
-    for key in ('params', 'params_ema'):
-        if isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
+    return unwrap_state_dict(state)
