@@ -21,6 +21,7 @@ from torch import nn
 
 from basicsr.utils.registry import ARCH_REGISTRY
 from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
+from basicsr_blurfield.fields import BasisField
 
 __all__ = ['BasisKernelNet', 'remap_official_keys']
 
@@ -126,7 +127,7 @@ class BasisKernelNet(nn.Module):
         self.kernel_out = nn.Sequential(*_conv_act(hidden, hidden, kernel_size=2, padding=1), *_conv_act(hidden, hidden),
                                         nn.Conv2d(hidden, num_basis, 3, padding=1))
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> BasisField:
         if x.dim() != 4 or x.shape[1] not in self.in_channels:
             raise ValueError(f'BasisKernelNet: expected (N, C, H, W) with C in {self.in_channels}, '
                              f'got {tuple(x.shape)}')
@@ -156,7 +157,6 @@ class BasisKernelNet(nn.Module):
         for stage, skip in zip(self.mixing_decoder, skips):
             mix = stage(mix, skip)
         mixing = torch.softmax(crop_to(self.mixing_out(mix), size), dim=1)
-        from basicsr_blurfield.fields import BasisField
         return BasisField(basis, mixing, padding=self.padding)
 
 
