@@ -1,0 +1,149 @@
+"""End to end on CPU: train a tiny NAFNet through ``python -m basicsr_blurfield.train``, resume it, train it
+distributed with torchrun (gloo), run BasicSR's installed ``basicsr/train.py`` on the same option, and test it."""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import make_paired_folders
+
+
+def tiny_option(name: str, gt_dir: str, lq_dir: str, total_iter: int = 4) -> dict:
+    return {
+        'name': name,
+        'model_type': 'DeblurModel',
+        'scale': 1,
+        'num_gpu': 0,
+        'manual_seed': 0,
+        'datasets': {
+            'train': {
+                'name': 'tiny-train', 'type': 'PairedBlurDataset', 'dataroot_gt': gt_dir, 'dataroot_lq': lq_dir,
+                'io_backend': {'type': 'disk'}, 'gt_size': 32, 'use_hflip': True, 'use_rot': True,
+                'use_shuffle': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 4,
+                'prefetch_mode': None
+            },
+            'val': {
+                'name': 'tiny-val', 'type': 'PairedBlurDataset', 'dataroot_gt': gt_dir, 'dataroot_lq': lq_dir,
+                'io_backend': {'type': 'disk'}
+            },
+        },
+        'network_g': {
+            'type': 'NAFNet', 'width': 8, 'enc_blk_nums': [1, 1], 'middle_blk_num': 1, 'dec_blk_nums': [1, 1]
+        },
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {
+            'optim_g': {'type': 'AdamW', 'lr': 1e-3, 'weight_decay': 1e-3, 'betas': [0.9, 0.9]},
+            'scheduler': {'type': 'TrueCosineAnnealingLR', 'T_max': 8, 'eta_min': 1e-7},
+            'total_iter': total_iter, 'warmup_iter': -1, 'use_grad_clip': True,
+            'pixel_opt': {'type': 'PSNRLoss', 'loss_weight': 1, 'reduction': 'mean'}
+        },
+        'val': {'val_freq': 4, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False,
+                   'wandb': {'project': None, 'resume_id': None}},
+        'dist_params': {'backend': 'nccl', 'port': 29500},
+    }
+
+
+def run(args, cwd, timeout=300):
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    env.pop('BASICSR_BLURFIELD_NO_HOOK', None)
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+    assert result.returncode == 0, f'{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}'
+    return result
+
+
+def latest_log(folder: str) -> str:
+    logs = sorted(glob.glob(os.path.join(folder, 'train_*.log')), key=os.path.getmtime)
+    with open(logs[-1]) as f:
+        return f.read()
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    gt_dir, lq_dir = make_paired_folders(str(tmp_path / 'data'), count=3, size=(37, 45))
+    return tmp_path, gt_dir, lq_dir
+
+
+def write_option(folder, option) -> str:
+    path = os.path.join(folder, f'{option["name"]}.yml')
+    with open(path, 'w') as f:
+        yaml.safe_dump(option, f)
+    return path
+
+
+def test_train_resume_and_test_through_the_module_entry_points(workspace):
+    tmp_path, gt_dir, lq_dir = workspace
+    option = write_option(tmp_path, tiny_option('tiny_nafnet', gt_dir, lq_dir))
+    run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt', option], cwd=tmp_path)
+    experiment = tmp_path / 'experiments' / 'tiny_nafnet'
+    assert (experiment / 'models' / 'net_g_4.pth').is_file()
+    assert (experiment / 'training_states' / '4.state').is_file()
+    checkpoint = torch.load(experiment / 'models' / 'net_g_latest.pth', map_location='cpu')
+    assert set(checkpoint) == {'params'} and 'intro.weight' in checkpoint['params']
+    first_log = latest_log(str(experiment))
+    assert 'Validation tiny-val' in first_log and '# psnr:' in first_log
+    assert not list(experiment.rglob('*.tmp'))
+
+    run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt', option, '--auto_resume', '--force_yml',
+         'train:total_iter=6'], cwd=tmp_path)
+    resumed_log = latest_log(str(experiment))
+    assert 'Resuming training from epoch' in resumed_log and 'iter: 4' in resumed_log
+    assert (experiment / 'models' / 'net_g_6.pth').is_file()
+
+    test_option = tiny_option('tiny_nafnet_test', gt_dir, lq_dir)
+    test_option['datasets'] = {'test_1': dict(test_option['datasets']['val'], name='tiny-test')}
+    test_option['path']['pretrain_network_g'] = str(experiment / 'models' / 'net_g_latest.pth')
+    test_option['val'] = dict(test_option['val'], save_img=True, suffix=None)
+    del test_option['train']
+    run([sys.executable, '-m', 'basicsr_blurfield.test', '-opt', write_option(tmp_path, test_option)], cwd=tmp_path)
+    saved = sorted(glob.glob(str(tmp_path / 'results' / 'tiny_nafnet_test' / 'visualization' / 'tiny-test' / '*.png')))
+    assert len(saved) == 3
+    import cv2
+    assert cv2.imread(saved[0]).shape == (37, 45, 3)  # odd size: padded for the U-Net, cropped back
+
+
+def test_distributed_training_with_torchrun_on_cpu(workspace):
+    tmp_path, gt_dir, lq_dir = workspace
+    option = write_option(tmp_path, tiny_option('tiny_nafnet_ddp', gt_dir, lq_dir))
+    run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29541', '-m',
+         'basicsr_blurfield.train', '-opt', option, '--launcher', 'pytorch'], cwd=tmp_path)
+    experiment = tmp_path / 'experiments' / 'tiny_nafnet_ddp'
+    log = latest_log(str(experiment))
+    assert 'World size (gpu number): 2' in log
+    assert (experiment / 'models' / 'net_g_latest.pth').is_file()
+
+
+def test_basicsrs_own_train_script_finds_the_plugin(workspace):
+    tmp_path, gt_dir, lq_dir = workspace
+    import basicsr
+    script = os.path.join(os.path.dirname(basicsr.__file__), 'train.py')
+    root = os.path.dirname(os.path.dirname(basicsr.__file__))  # upstream writes experiments/ under its root path
+    name = f'tiny_nafnet_upstream_{uuid.uuid4().hex[:8]}'
+    option = write_option(tmp_path, tiny_option(name, gt_dir, lq_dir, total_iter=2))
+    try:
+        run([sys.executable, script, '-opt', option], cwd=tmp_path)
+        assert os.path.isfile(os.path.join(root, 'experiments', name, 'models', 'net_g_latest.pth'))
+    finally:
+        shutil.rmtree(os.path.join(root, 'experiments', name), ignore_errors=True)
+
+
+def test_bad_options_give_clear_messages(workspace):
+    tmp_path, gt_dir, lq_dir = workspace
+    bad_arch = tiny_option('bad_arch', gt_dir, lq_dir)
+    bad_arch['network_g']['type'] = 'NAFNett'
+    missing_root = tiny_option('missing_root', gt_dir, lq_dir)
+    del missing_root['datasets']['train']['dataroot_lq']
+    for option, message in ((bad_arch, "No object named 'NAFNett'"),
+                            (missing_root, "option 'dataroot_lq' is missing")):
+        path = write_option(tmp_path, option)
+        env = dict(os.environ, OMP_NUM_THREADS='1')
+        result = subprocess.run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt', path], cwd=tmp_path,
+                                capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode != 0 and message in result.stderr, result.stderr[-3000:]
