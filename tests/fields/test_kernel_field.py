@@ -1,0 +1,181 @@
+"""KernelField: tap-loop blur/adjoint against pixel-loop and unfold references, adjointness, gradcheck, validation."""
+import pytest
+import torch
+from field_reference import per_pixel_blur, real_image, unfold_blur
+
+from basicsr_blurfield.fields import PADDING_MODES, KernelField, normalize_kernels
+from basicsr_blurfield.fields._taps import TapCorrelate, TapGather, TapScatter
+
+
+def random_kernels(num, size, height, width, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    return normalize_kernels(torch.rand(num, size * size, height, width, generator=gen, dtype=dtype) ** 3, 1)
+
+
+@pytest.mark.parametrize('padding', PADDING_MODES)
+@pytest.mark.parametrize('channels', (1, 3))
+@pytest.mark.parametrize('size', (1, 3, 5))
+def test_blur_matches_pixel_loop_reference_on_random_images(size, channels, padding):
+    gen = torch.Generator().manual_seed(size + channels)
+    sharp = torch.rand(2, channels, 7, 6, generator=gen, dtype=torch.float64)
+    kernels = random_kernels(2, size, 7, 6, seed=size)
+    expected = per_pixel_blur(sharp, kernels.view(2, size, size, 7, 6), padding)
+    assert torch.allclose(KernelField(kernels, padding).blur(sharp), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize('padding', PADDING_MODES)
+@pytest.mark.parametrize('channels', (1, 3))
+def test_blur_matches_pixel_loop_reference_on_real_images(channels, padding):
+    sharp = real_image(channels, size=(9, 8))
+    kernels = random_kernels(1, 5, 9, 8, seed=3)
+    expected = per_pixel_blur(sharp, kernels.view(1, 5, 5, 9, 8), padding)
+    blurry = KernelField(kernels, padding).blur(sharp)
+    assert torch.allclose(blurry, expected, atol=1e-12)
+    assert (blurry - sharp).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize('padding', PADDING_MODES)
+@pytest.mark.parametrize('size', (7, 9))
+def test_blur_matches_unfold_reference_in_float32(size, padding):
+    sharp = torch.rand(2, 3, 20, 17, generator=torch.Generator().manual_seed(1))
+    kernels = random_kernels(2, size, 20, 17, dtype=torch.float32)
+    expected = unfold_blur(sharp, kernels, padding)
+    assert torch.allclose(KernelField(kernels, padding).blur(sharp), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize('padding', PADDING_MODES)
+@pytest.mark.parametrize('num,channels', ((1, 1), (2, 3)))
+@pytest.mark.parametrize('height,width', ((9, 8), (8, 9), (7, 7)))
+def test_adjoint_satisfies_inner_product_identity(height, width, num, channels, padding):
+    gen = torch.Generator().manual_seed(height * width)
+    x = torch.rand(num, channels, height, width, generator=gen, dtype=torch.float64)
+    y = torch.rand(num, channels, height, width, generator=gen, dtype=torch.float64)
+    field = KernelField(random_kernels(num, 5, height, width, seed=width), padding)
+    assert torch.isclose((field.blur(x) * y).sum(), (x * field.adjoint(y)).sum(), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize('padding', PADDING_MODES)
+def test_gradcheck_blur_in_image_and_kernels(padding):
+    gen = torch.Generator().manual_seed(0)
+    sharp = torch.rand(2, 2, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    kernels = random_kernels(2, 3, 5, 4).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, k: KernelField(k, padding, check=False).blur(x), (sharp, kernels))
+    assert torch.autograd.gradcheck(lambda x, k: KernelField(k, padding, check=False).adjoint(x), (sharp, kernels))
+
+
+def test_gradgradcheck_of_the_tap_functions():
+    gen = torch.Generator().manual_seed(1)
+    padded = torch.rand(1, 2, 6, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    values = torch.rand(1, 2, 4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    kernels = torch.rand(1, 9, 4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(TapGather.apply, (padded, kernels))
+    assert torch.autograd.gradgradcheck(TapScatter.apply, (values, kernels))
+    assert torch.autograd.gradgradcheck(TapCorrelate.apply, (values, padded))
+
+
+def test_batch_samples_are_blurred_only_with_their_own_kernels():
+    gen = torch.Generator().manual_seed(2)
+    sharp = torch.rand(3, 3, 8, 9, generator=gen, dtype=torch.float64)
+    kernels = random_kernels(3, 5, 8, 9, seed=4)
+    batched = KernelField(kernels).blur(sharp)
+    for n in range(3):
+        alone = KernelField(kernels[n:n + 1]).blur(sharp[n:n + 1])
+        assert torch.equal(batched[n:n + 1], alone)
+
+
+@pytest.mark.parametrize('padding', PADDING_MODES)
+def test_delta_kernels_leave_the_image_unchanged(padding):
+    sharp = torch.rand(1, 3, 6, 7, generator=torch.Generator().manual_seed(3))
+    kernels = torch.zeros(1, 9, 6, 7)
+    kernels[:, 4] = 1
+    field = KernelField(kernels, padding)
+    assert torch.equal(field.blur(sharp), sharp)
+    assert torch.equal(field.adjoint(sharp), sharp)
+
+
+@pytest.mark.parametrize('padding', ('replicate', 'reflect'))
+def test_normalised_kernels_keep_a_constant_image_constant(padding):
+    sharp = torch.full((2, 1, 7, 6), 0.3, dtype=torch.float64)
+    assert torch.allclose(KernelField(random_kernels(2, 5, 7, 6), padding).blur(sharp), sharp, atol=1e-14)
+
+
+def test_shifted_delta_reads_the_neighbour_in_gather_orientation():
+    sharp = torch.arange(30, dtype=torch.float32).view(1, 1, 5, 6)
+    kernels = torch.zeros(1, 9, 5, 6)
+    kernels[:, 2 * 3 + 1] = 1  # i = 2, j = 1: offset (+1, 0), the pixel below
+    blurry = KernelField(kernels, 'zeros').blur(sharp)
+    assert torch.equal(blurry[0, 0, :4], sharp[0, 0, 1:])
+    assert torch.equal(blurry[0, 0, 4], torch.zeros(6))
+
+
+def test_dense_zero_pads_to_a_larger_kernel_and_blurs_identically():
+    sharp = torch.rand(1, 3, 9, 9, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    field = KernelField(random_kernels(1, 3, 9, 9), 'reflect')
+    assert field.dense() is field
+    larger = field.dense(7)
+    assert larger.kernel_size == 7 and larger.padding == 'reflect'
+    assert torch.allclose(larger.blur(sharp), field.blur(sharp), atol=1e-14)
+    with pytest.raises(ValueError, match='at least the field\'s own size 3, got 1'):
+        field.dense(1)
+
+
+def test_kernels_at_returns_the_kernels_of_the_requested_samples_and_pixels():
+    kernels = random_kernels(2, 3, 5, 6)
+    field = KernelField(kernels)
+    points = torch.tensor([[0, 0, 0], [1, 4, 5], [1, 2, 3]])
+    got = field.kernels_at(points)
+    assert got.shape == (3, 3, 3)
+    for p, (n, y, x) in enumerate(points.tolist()):
+        assert torch.equal(got[p].flatten(), kernels[n, :, y, x])
+
+
+def test_to_changes_dtype_and_keeps_padding():
+    field = KernelField(random_kernels(1, 3, 4, 4), 'zeros').to(torch.float32)
+    assert field.kernels.dtype == torch.float32 and field.padding == 'zeros'
+    assert 'KernelField(kernels=(1, 9, 4, 4)' in repr(field)
+
+
+def test_validation_messages():
+    good = random_kernels(1, 3, 5, 5)
+    with pytest.raises(TypeError, match='kernels: expected a torch.Tensor'):
+        KernelField(good.numpy())
+    with pytest.raises(ValueError, match=r'kernels: expected 4 dimensions \(N, K\*K, H, W\), got shape \(9, 5, 5\)'):
+        KernelField(good[0])
+    with pytest.raises(ValueError, match='square number of taps, got 10 taps'):
+        KernelField(torch.full((1, 10, 5, 5), 0.1))
+    with pytest.raises(ValueError, match='expected an odd size .* got 4'):
+        KernelField(torch.full((1, 16, 5, 5), 1 / 16))
+    with pytest.raises(ValueError, match=r'no larger than the image \(5x4\), got 5x5'):
+        KernelField(torch.full((1, 25, 5, 4), 1 / 25))
+    with pytest.raises(ValueError, match='non-negative values, got a minimum of -0.5'):
+        KernelField(torch.cat([good[:, :1] * 0 - 0.5, good[:, 1:]], 1))
+    with pytest.raises(ValueError, match='summing to 1 over dim 1, got a sum off by 1'):
+        KernelField(good * 2)
+    with pytest.raises(ValueError, match=r"padding: expected one of \('replicate', 'reflect', 'zeros'\), got 'edge'"):
+        KernelField(good, 'edge')
+    field = KernelField(good)
+    with pytest.raises(ValueError, match=r'sharp: expected shape \(1, C, 5, 5\) to match the field, got \(1, 3, 5, 6\)'):
+        field.blur(torch.rand(1, 3, 5, 6, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r'image: expected shape \(1, C, 5, 5\)'):
+        field.adjoint(torch.rand(2, 3, 5, 5, dtype=torch.float64))
+    with pytest.raises(TypeError, match='sharp: expected dtype torch.float64 like the field, got torch.float32'):
+        field.blur(torch.rand(1, 3, 5, 5))
+    with pytest.raises(TypeError, match='points: expected an integer'):
+        field.kernels_at(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r'points: expected a \(P, 3\) tensor'):
+        field.kernels_at(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match='points: expected 0 <= n < 1, 0 <= y < 5, 0 <= x < 5'):
+        field.kernels_at(torch.tensor([[0, 5, 0]]))
+
+
+def test_check_false_accepts_unnormalised_kernels():
+    field = KernelField(torch.ones(1, 9, 4, 4, dtype=torch.float64), check=False)
+    assert torch.allclose(field.blur(torch.ones(1, 1, 4, 4, dtype=torch.float64)), torch.full((1, 1, 4, 4), 9.0,
+                                                                                               dtype=torch.float64))
+
+
+def test_normalize_kernels_clamps_and_divides_by_the_sum():
+    raw = torch.tensor([[[-1.0, 1.0], [2.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    out = normalize_kernels(raw, (-2, -1))
+    assert torch.allclose(out[0], torch.tensor([[0.0, 0.25], [0.5, 0.25]]))
+    assert torch.equal(out[1], torch.zeros(2, 2))
