@@ -130,6 +130,9 @@ class KernelGuidedMixin(LatentKernelEstimation):
         multiple = 4
         for path, level, channels, tiles in parsed:
             block = self.get_submodule(path)
+            if isinstance(block, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+                raise ValueError(f'kernel attention site {path!r}: expected a block module, got a container '
+                                 f'({type(block).__name__}); name its first block instead, e.g. {path + ".0"!r}')
             block.add_module('kernel_attention', KernelAttention(channels, taps))
             block.kernel_attention_site = (level, tiles)
             block.register_forward_pre_hook(self._apply_kernel_attention)
