@@ -360,9 +360,14 @@ def region_weights(labels: np.ndarray) -> np.ndarray:
     Returns:
         ndarray: (H, W) float32, ``w = H * W / (R * area(label))`` with R the number of regions present.
     """
-    values, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    weights = labels.size / (len(values) * counts.astype(np.float64))
-    return weights[inverse.reshape(labels.shape)].astype(np.float32)
+    labels = np.asarray(labels)
+    if labels.size and labels.min() < 0:
+        raise ValueError(f'labels: expected non-negative ints, got a minimum of {labels.min()}')
+    counts = np.bincount(labels.ravel()).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros_like(counts)
+    weights[present] = labels.size / (present.sum() * counts[present])
+    return weights.astype(np.float32)[labels]
 
 
 def region_field(height: int,
@@ -577,15 +582,16 @@ def tent_mixing(height: int, width: int, grid: Tuple[int, int]) -> Tuple[np.ndar
     ax = np.linspace(0, width - 1, gw)
 
     def tents(n, anchors):
+        # 1-D hat functions on uniformly spaced anchors: a partition of unity, so products sum to 1 in 2-D
         pos = np.arange(n, dtype=np.float64)
         spacing = anchors[1] - anchors[0] if anchors[1] > anchors[0] else 1.0
-        return np.clip(1.0 - np.abs(pos[None] - anchors[:, None]) / spacing, 0.0, None)
+        weights = np.clip(1.0 - np.abs(pos[None] - anchors[:, None]) / spacing, 0.0, None)
+        return (weights / weights.sum(axis=0, keepdims=True)).astype(np.float32)
 
     wy, wx = tents(height, ay), tents(width, ax)
     mixing = (wy[:, None, :, None] * wx[None, :, None, :]).reshape(gh * gw, height, width)
-    mixing = mixing / mixing.sum(axis=0, keepdims=True)
     anchors = np.stack(np.meshgrid(ax, ay), axis=-1).reshape(-1, 2)
-    return anchors, mixing.astype(np.float32)
+    return anchors, mixing
 
 
 def motion_basis_field(motion: CameraMotion,
