@@ -124,7 +124,7 @@ def _is_global_pool(module: nn.Module) -> bool:
     if not isinstance(module, nn.AdaptiveAvgPool2d):
         return False
     size = module.output_size
-    return size == 1 or tuple(size) == (1, 1)
+    return size == 1 if isinstance(size, int) else tuple(size) == (1, 1)
 
 
 def _swap_pools(module: nn.Module, base_size: tuple, train_size: tuple, fast_imp: bool) -> list:
