@@ -67,7 +67,8 @@ def list_sharp_images(root: Optional[str], backend: str = 'disk') -> list:
         if not os.path.isfile(meta):
             raise FileNotFoundError(f'lmdb backend: expected {meta} (make it with scripts/create_lmdb.py)')
         with open(meta) as f:
-            return [line.split(' ')[0] for line in f.read().splitlines() if line.strip()]
+            # BasicSR's meta_info lines are 'KEY.png (h,w,c) level'; the lmdb key has no extension
+            return [os.path.splitext(line.split(' ')[0])[0] for line in f.read().splitlines() if line.strip()]
     if not os.path.isdir(root):
         raise FileNotFoundError(f'dataroot_gt: expected a folder of sharp images, got {root!r}')
     found = [os.path.join(folder, name) for folder, _, files in os.walk(root) for name in files
@@ -77,7 +78,8 @@ def list_sharp_images(root: Optional[str], backend: str = 'disk') -> list:
     return sorted(found)
 
 
-def _parse_ratios(ratios: Optional[dict], representation: str) -> Tuple[Tuple[str, ...], np.ndarray]:
+def parse_field_ratios(ratios: Optional[dict], representation: str) -> Tuple[Tuple[str, ...], np.ndarray]:
+    """Validates ``field_types`` ratios for a representation; returns the types drawn and their probabilities."""
     ratios = dict(ratios or ({'region': 0.6, 'smooth': 0.2, 'linear': 0.2} if representation == 'basis' else
                              {'smooth': 0.5, 'linear': 0.5}))
     unknown = sorted(set(ratios) - set(FIELD_TYPES))
@@ -255,7 +257,7 @@ class SyntheticBlurDataset(data.Dataset):
         self.representation = opt.get('field_representation', 'basis')
         if self.representation not in REPRESENTATIONS:
             raise ValueError(f'field_representation: expected one of {REPRESENTATIONS}, got {self.representation!r}')
-        self.type_names, self.type_probs = _parse_ratios(opt.get('field_types'), self.representation)
+        self.type_names, self.type_probs = parse_field_ratios(opt.get('field_types'), self.representation)
         self.max_regions = int(opt.get('max_regions', 3))
         self.basis_grid = int(opt.get('basis_grid', 3))
         self.num_basis = max(self.basis_grid**2, self.max_regions + 1)

@@ -403,7 +403,8 @@ def region_field(height: int,
         def kernel_fn(g):
             return random_shake_kernel(kernel_size, g)
 
-    labels = random_region_labels(height, width, rng, max_regions=max_regions, min_area=min_area, min_regions=min_regions)
+    labels = random_region_labels(
+        height, width, rng, max_regions=max_regions, min_area=min_area, min_regions=min_regions)
     num = int(labels.max()) + 1
     basis = np.stack([kernel_fn(rng) for _ in range(num)]).astype(np.float32)
     hard = [(labels == b).astype(np.float32) for b in range(num)]

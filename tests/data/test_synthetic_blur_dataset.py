@@ -14,8 +14,8 @@ R = K // 2
 
 
 def _opt(**extra):
-    opt = {'name': 'synthetic', 'type': 'SyntheticBlurDataset', 'phase': 'val', 'gt_size': 40, 'kernel_size': K, 'num_samples': 6,
-           'min_region_area': 40, 'seed': 3}
+    opt = {'name': 'synthetic', 'type': 'SyntheticBlurDataset', 'phase': 'val', 'gt_size': 40, 'kernel_size': K,
+           'num_samples': 6, 'min_region_area': 40, 'seed': 3}
     opt.update(extra)
     return opt
 

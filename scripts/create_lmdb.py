@@ -1,0 +1,173 @@
+"""Pack deblurring datasets into lmdb the way BasicSR reads them (``io_backend: {type: lmdb}``).
+
+Built on ``basicsr.utils.lmdb_util.make_lmdb_from_imgs``: every image is stored PNG-encoded under a key (its path
+relative to the split without extension), and ``meta_info.txt`` lists ``KEY.png (h,w,c) compress_level`` per line.
+Paired layouts write ``OUTPUT/blur.lmdb`` (lq) and ``OUTPUT/sharp.lmdb`` (gt) with the same keys, so
+``dataroot_lq: OUTPUT/blur.lmdb`` and ``dataroot_gt: OUTPUT/sharp.lmdb`` work with BasicSR's ``PairedImageDataset``
+(``filename_tmpl: '{}'``) and with ``PairedBlurDataset`` / ``SyntheticBlurDataset``.
+
+Layouts (``--layout``):
+  gopro      INPUT is a split folder (``GOPRO_Large/train``): ``<scene>/blur/*.png`` + ``<scene>/sharp/*.png``;
+             keys ``<scene>/<frame>`` (``--lq-subfolder blur_gamma`` for the gamma-blurred set).
+  hide       INPUT is the HIDE root: blurry images under ``INPUT/<split>/`` (``--split test`` also finds the
+             ``test-close-ups`` / ``test-long-shot`` subfolders), sharp ones of the same file name in ``INPUT/GT``;
+             keys: blurry path relative to the split, without extension.
+  realblur   INPUT is the RealBlur root and ``--list`` a ``RealBlur_J_train_list.txt``-style file of ``gt lq``
+             relative paths; keys: lq path without extension.
+  synthetic  INPUT is a folder written by ``scripts/make_synthetic_blur.py`` (``sharp/``, ``blur/``); keys: names.
+  folder     INPUT is any folder of images (e.g. sharp photos for SyntheticBlurDataset); OUTPUT is the ``.lmdb``
+             path itself; keys: paths relative to INPUT without extension.
+
+Example:
+    python scripts/create_lmdb.py --layout gopro --input datasets/GoPro/train --output datasets/GoPro/train_lmdb
+"""
+import argparse
+import os
+import sys
+from typing import List, Tuple
+
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+
+LAYOUTS = ('gopro', 'hide', 'realblur', 'synthetic', 'folder')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def list_images(root: str) -> List[str]:
+    """Image paths relative to ``root`` (recursive, sorted)."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f'expected an image folder, got {root!r}')
+    found = [os.path.relpath(os.path.join(folder, name), root) for folder, _, files in os.walk(root)
+             for name in files if name.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+def key_of(path: str) -> str:
+    """lmdb key of a relative path: no extension, '/' separators, no '.' (BasicSR splits meta lines at '.')."""
+    key = os.path.splitext(path)[0].replace(os.sep, '/')
+    if '.' in key or ' ' in key:
+        raise ValueError(f'cannot make an lmdb key of {path!r}: BasicSR keys may not contain "." or " "')
+    return key
+
+
+def _unique(keys: List[str], what: str) -> None:
+    if len(set(keys)) != len(keys):
+        duplicated = sorted({key for key in keys if keys.count(key) > 1})
+        raise ValueError(f'{what}: expected unique keys, got duplicates {duplicated[:5]}')
+
+
+def paired_entries(layout: str, root: str, split: str = 'train', list_file: str = None,
+                   lq_subfolder: str = 'blur', gt_subfolder: str = 'sharp') -> Tuple[List[str], List[str], List[str]]:
+    """Finds the pairs of a layout.
+
+    Args:
+        layout (str): ``'gopro'``, ``'hide'``, ``'realblur'`` or ``'synthetic'``.
+        root (str): INPUT (see the module docstring).
+        split (str): HIDE split folder.
+        list_file (str): RealBlur list file.
+        lq_subfolder (str): GoPro blurry subfolder name.
+        gt_subfolder (str): GoPro sharp subfolder name.
+
+    Returns:
+        tuple: keys, lq paths and gt paths (relative to ``root``), in the same order.
+    """
+    if layout == 'gopro':
+        lq = [p for p in list_images(root) if p.split(os.sep)[-2:-1] == [lq_subfolder]]
+        pairs = [(p, os.path.join(os.path.dirname(os.path.dirname(p)), gt_subfolder, os.path.basename(p))) for p in lq]
+        keys = [key_of(os.path.join(os.path.dirname(os.path.dirname(p)), os.path.basename(p))) for p in lq]
+    elif layout == 'hide':
+        gt = {os.path.basename(p): os.path.join('GT', p) for p in list_images(os.path.join(root, 'GT'))}
+        lq = list_images(os.path.join(root, split))
+        missing = [p for p in lq if os.path.basename(p) not in gt]
+        if missing:
+            raise FileNotFoundError(f'HIDE: {len(missing)} blurry images have no GT of the same name, e.g. {missing[:5]}')
+        pairs = [(os.path.join(split, p), gt[os.path.basename(p)]) for p in lq]
+        keys = [key_of(p) for p in lq]
+    elif layout == 'realblur':
+        if not list_file or not os.path.isfile(list_file):
+            raise FileNotFoundError(f'realblur: expected --list FILE of "gt lq" lines, got {list_file!r}')
+        pairs, keys = [], []
+        with open(list_file) as f:
+            for number, line in enumerate(f, 1):
+                fields = line.split()
+                if not fields:
+                    continue
+                if len(fields) < 2:
+                    raise ValueError(f'{list_file}:{number}: expected "gt_path lq_path", got {line.strip()!r}')
+                pairs.append((fields[1], fields[0]))
+                keys.append(key_of(fields[1]))
+    elif layout == 'synthetic':
+        names = list_images(os.path.join(root, 'blur'))
+        pairs = [(os.path.join('blur', p), os.path.join('sharp', p)) for p in names]
+        keys = [key_of(p) for p in names]
+    else:
+        raise ValueError(f"layout: expected one of ('gopro', 'hide', 'realblur', 'synthetic'), got {layout!r}")
+    if not pairs:
+        raise ValueError(f'{layout}: found no image pairs under {root!r}')
+    missing = [p for pair in pairs for p in pair if not os.path.isfile(os.path.join(root, p))]
+    if missing:
+        raise FileNotFoundError(f'{layout}: {len(missing)} listed images do not exist, e.g. {missing[:5]}')
+    _unique(keys, layout)
+    return keys, [lq for lq, _ in pairs], [gt for _, gt in pairs]
+
+
+def write_lmdb(root: str, lmdb_path: str, paths: List[str], keys: List[str], compress_level: int = 1) -> None:
+    """``make_lmdb_from_imgs`` with a clear error when the output exists (BasicSR would exit the process).
+
+    The lmdb map size is a generous bound from the input file sizes (64 MiB + 30x the files, enough for JPEG inputs
+    re-encoded as PNG); BasicSR's default (10x the first image) overflows when images differ in size.
+    """
+    if not lmdb_path.endswith('.lmdb'):
+        raise ValueError(f'output: expected a path ending with .lmdb, got {lmdb_path!r}')
+    if os.path.exists(lmdb_path):
+        raise FileExistsError(f'{lmdb_path} already exists; remove it or choose another --output')
+    map_size = (64 << 20) + 30 * sum(os.path.getsize(os.path.join(root, p)) for p in paths)
+    make_lmdb_from_imgs(root, lmdb_path, paths, keys, compress_level=compress_level, map_size=map_size)
+
+
+def create(layout: str, root: str, output: str, split: str = 'train', list_file: str = None,
+           lq_subfolder: str = 'blur', gt_subfolder: str = 'sharp', compress_level: int = 1) -> List[str]:
+    """Writes the lmdb(s) of a layout; returns the written ``.lmdb`` paths."""
+    if layout not in LAYOUTS:
+        raise ValueError(f'layout: expected one of {LAYOUTS}, got {layout!r}')
+    if layout == 'folder':
+        paths = list_images(root)
+        if not paths:
+            raise ValueError(f'folder: found no images under {root!r}')
+        keys = [key_of(p) for p in paths]
+        _unique(keys, layout)
+        write_lmdb(root, output, paths, keys, compress_level)
+        return [output]
+    keys, lq, gt = paired_entries(layout, root, split, list_file, lq_subfolder, gt_subfolder)
+    outputs = [os.path.join(output, 'blur.lmdb'), os.path.join(output, 'sharp.lmdb')]
+    for path in outputs:
+        if os.path.exists(path):
+            raise FileExistsError(f'{path} already exists; remove it or choose another --output')
+    os.makedirs(output, exist_ok=True)
+    write_lmdb(root, outputs[0], lq, keys, compress_level)
+    write_lmdb(root, outputs[1], gt, keys, compress_level)
+    return outputs
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--layout', required=True, choices=LAYOUTS)
+    parser.add_argument('--input', required=True, help='dataset folder (see the layouts above)')
+    parser.add_argument('--output', required=True, help='folder for blur.lmdb + sharp.lmdb, or the .lmdb (folder)')
+    parser.add_argument('--split', default='train', help='HIDE split folder (train or test)')
+    parser.add_argument('--list', dest='list_file', help='RealBlur list file of "gt lq" lines')
+    parser.add_argument('--lq-subfolder', default='blur', help='GoPro blurry subfolder (blur or blur_gamma)')
+    parser.add_argument('--gt-subfolder', default='sharp', help='GoPro sharp subfolder')
+    parser.add_argument('--compress-level', type=int, default=1, help='PNG compression level 0-9')
+    args = parser.parse_args(argv)
+    try:
+        written = create(args.layout, args.input, args.output, args.split, args.list_file, args.lq_subfolder,
+                         args.gt_subfolder, args.compress_level)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    print('wrote ' + ', '.join(written))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
