@@ -69,7 +69,10 @@ def find_remap(arch: str):
     return getattr(module, 'remap_official_keys', unwrap_state_dict)
 
 
-def load_published_weights(net: nn.Module, path_or_state, arch: str = None, strict: bool = True,
+def load_published_weights(net: nn.Module,
+                           path_or_state,
+                           arch: str = None,
+                           strict: bool = True,
                            param_key: str = None) -> nn.Module:
     """Loads a published checkpoint (file path or loaded dict) into ``net``, in place.
 

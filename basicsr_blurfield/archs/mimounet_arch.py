@@ -38,12 +38,16 @@ __all__ = ['MIMOUNet', 'MIMOUNetPlus', 'remap_official_keys']
 class _BasicConv(nn.Module):
     """Conv (or stride-2 transposed conv of even size) with bias and optional ReLU, as ``main`` Sequential."""
 
-    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, stride: int = 1, relu: bool = True,
+    def __init__(self,
+                 in_channel: int,
+                 out_channel: int,
+                 kernel_size: int,
+                 stride: int = 1,
+                 relu: bool = True,
                  transpose: bool = False):
         super().__init__()
         if transpose:
-            conv = nn.ConvTranspose2d(in_channel, out_channel, kernel_size, stride=stride,
-                                      padding=kernel_size // 2 - 1)
+            conv = nn.ConvTranspose2d(in_channel, out_channel, kernel_size, stride=stride, padding=kernel_size // 2 - 1)
         else:
             conv = nn.Conv2d(in_channel, out_channel, kernel_size, stride=stride, padding=kernel_size // 2)
         self.main = nn.Sequential(conv, nn.ReLU(inplace=True)) if relu else nn.Sequential(conv)
@@ -57,7 +61,8 @@ class _ResBlock(nn.Module):
 
     def __init__(self, channel: int):
         super().__init__()
-        self.main = nn.Sequential(_BasicConv(channel, channel, 3, relu=True), _BasicConv(channel, channel, 3, relu=False))
+        self.main = nn.Sequential(
+            _BasicConv(channel, channel, 3, relu=True), _BasicConv(channel, channel, 3, relu=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x) + x
@@ -79,8 +84,8 @@ class _AFF(nn.Module):
 
     def __init__(self, in_channel: int, out_channel: int):
         super().__init__()
-        self.conv = nn.Sequential(_BasicConv(in_channel, out_channel, 1, relu=True),
-                                  _BasicConv(out_channel, out_channel, 3, relu=False))
+        self.conv = nn.Sequential(
+            _BasicConv(in_channel, out_channel, 1, relu=True), _BasicConv(out_channel, out_channel, 3, relu=False))
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, x4: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([x1, x2, x4], dim=1))
@@ -138,7 +143,11 @@ class MIMOUNet(nn.Module):
 
     size_multiple = 4
 
-    def __init__(self, num_res: int = 8, base_channel: int = 32, img_channel: int = 3, drop_rate: float = 0.,
+    def __init__(self,
+                 num_res: int = 8,
+                 base_channel: int = 32,
+                 img_channel: int = 3,
+                 drop_rate: float = 0.,
                  return_list: bool = True):
         super().__init__()
         c = base_channel
@@ -150,11 +159,13 @@ class MIMOUNet(nn.Module):
             _BasicConv(c * 2, c * 4, 3, stride=2, relu=True),
             _BasicConv(c * 4, c * 2, 4, stride=2, relu=True, transpose=True),
             _BasicConv(c * 2, c, 4, stride=2, relu=True, transpose=True),
-            _BasicConv(c, img_channel, 3, relu=False)])
+            _BasicConv(c, img_channel, 3, relu=False)
+        ])
         self.Decoder = nn.ModuleList([_ResStack(c * 4, num_res), _ResStack(c * 2, num_res), _ResStack(c, num_res)])
         self.Convs = nn.ModuleList([_BasicConv(c * 4, c * 2, 1, relu=True), _BasicConv(c * 2, c, 1, relu=True)])
-        self.ConvsOut = nn.ModuleList([_BasicConv(c * 4, img_channel, 3, relu=False),
-                                       _BasicConv(c * 2, img_channel, 3, relu=False)])
+        self.ConvsOut = nn.ModuleList(
+            [_BasicConv(c * 4, img_channel, 3, relu=False),
+             _BasicConv(c * 2, img_channel, 3, relu=False)])
         self.AFFs = nn.ModuleList([_AFF(c * 7, c), _AFF(c * 7, c * 2)])
         self.FAM1 = _FAM(c * 4)
         self.SCM1 = _SCM(c * 4, img_channel)
@@ -203,7 +214,11 @@ class MIMOUNetPlus(MIMOUNet):
     Shape: as :class:`MIMOUNet`.
     """
 
-    def __init__(self, num_res: int = 20, base_channel: int = 32, img_channel: int = 3, drop_rate: float = 0.1,
+    def __init__(self,
+                 num_res: int = 20,
+                 base_channel: int = 32,
+                 img_channel: int = 3,
+                 drop_rate: float = 0.1,
                  return_list: bool = True):
         super().__init__(num_res, base_channel, img_channel, drop_rate, return_list)
 

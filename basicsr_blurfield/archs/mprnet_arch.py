@@ -59,7 +59,8 @@ class _CAB(nn.Module):
     def __init__(self, n_feat: int, kernel_size: int, reduction: int, bias: bool, act: nn.Module):
         super().__init__()
         self.CA = _CALayer(n_feat, reduction, bias)
-        self.body = nn.Sequential(_conv(n_feat, n_feat, kernel_size, bias), act, _conv(n_feat, n_feat, kernel_size, bias))
+        self.body = nn.Sequential(
+            _conv(n_feat, n_feat, kernel_size, bias), act, _conv(n_feat, n_feat, kernel_size, bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.CA(self.body(x)) + x
@@ -88,8 +89,9 @@ class _DownSample(nn.Module):
 
     def __init__(self, in_channels: int, s_factor: int):
         super().__init__()
-        self.down = nn.Sequential(nn.Upsample(scale_factor=0.5, mode='bilinear', align_corners=False),
-                                  nn.Conv2d(in_channels, in_channels + s_factor, 1, bias=False))
+        self.down = nn.Sequential(
+            nn.Upsample(scale_factor=0.5, mode='bilinear', align_corners=False),
+            nn.Conv2d(in_channels, in_channels + s_factor, 1, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(x)
@@ -100,8 +102,9 @@ class _UpSample(nn.Module):
 
     def __init__(self, in_channels: int, s_factor: int):
         super().__init__()
-        self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False),
-                                nn.Conv2d(in_channels + s_factor, in_channels, 1, bias=False))
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False),
+            nn.Conv2d(in_channels + s_factor, in_channels, 1, bias=False))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor = None) -> torch.Tensor:
         x = self.up(x)
@@ -133,8 +136,9 @@ class _Encoder(nn.Module):
         for i, (level, down) in enumerate(zip(levels, downs)):
             x = level(x)
             if self.csff and encoder_outs is not None:
-                x = (x + getattr(self, f'csff_enc{i + 1}')(encoder_outs[i]) +
-                     getattr(self, f'csff_dec{i + 1}')(decoder_outs[i]))
+                x = (
+                    x + getattr(self, f'csff_enc{i + 1}')(encoder_outs[i]) +
+                    getattr(self, f'csff_dec{i + 1}')(decoder_outs[i]))
             outs.append(x)
             if down is not None:
                 x = down(x)
@@ -187,10 +191,10 @@ class _ORSNet(nn.Module):
         self.orb3 = _ORB(width, kernel_size, reduction, act, bias, num_cab)
         self.up_enc1 = _UpSample(n_feat, scale_unetfeats)
         self.up_dec1 = _UpSample(n_feat, scale_unetfeats)
-        self.up_enc2 = nn.Sequential(_UpSample(n_feat + scale_unetfeats, scale_unetfeats),
-                                     _UpSample(n_feat, scale_unetfeats))
-        self.up_dec2 = nn.Sequential(_UpSample(n_feat + scale_unetfeats, scale_unetfeats),
-                                     _UpSample(n_feat, scale_unetfeats))
+        self.up_enc2 = nn.Sequential(
+            _UpSample(n_feat + scale_unetfeats, scale_unetfeats), _UpSample(n_feat, scale_unetfeats))
+        self.up_dec2 = nn.Sequential(
+            _UpSample(n_feat + scale_unetfeats, scale_unetfeats), _UpSample(n_feat, scale_unetfeats))
         for name in ('conv_enc1', 'conv_enc2', 'conv_enc3', 'conv_dec1', 'conv_dec2', 'conv_dec3'):
             setattr(self, name, nn.Conv2d(n_feat, width, 1, bias=bias))
 
@@ -230,16 +234,25 @@ class MPRNet(nn.Module):
 
     size_multiple = 8
 
-    def __init__(self, in_c: int = 3, out_c: int = 3, n_feat: int = 96, scale_unetfeats: int = 48,
-                 scale_orsnetfeats: int = 32, num_cab: int = 8, kernel_size: int = 3, reduction: int = 4,
-                 bias: bool = False, return_list: bool = True):
+    def __init__(self,
+                 in_c: int = 3,
+                 out_c: int = 3,
+                 n_feat: int = 96,
+                 scale_unetfeats: int = 48,
+                 scale_orsnetfeats: int = 32,
+                 num_cab: int = 8,
+                 kernel_size: int = 3,
+                 reduction: int = 4,
+                 bias: bool = False,
+                 return_list: bool = True):
         super().__init__()
         self.return_list = bool(return_list)
         act = nn.PReLU()
         unet_args = (n_feat, kernel_size, reduction, act, bias, scale_unetfeats)
         for i in (1, 2, 3):
-            setattr(self, f'shallow_feat{i}', nn.Sequential(_conv(in_c, n_feat, kernel_size, bias),
-                                                            _CAB(n_feat, kernel_size, reduction, bias, act)))
+            setattr(
+                self, f'shallow_feat{i}',
+                nn.Sequential(_conv(in_c, n_feat, kernel_size, bias), _CAB(n_feat, kernel_size, reduction, bias, act)))
         self.stage1_encoder = _Encoder(*unet_args, csff=False)
         self.stage1_decoder = _Decoder(*unet_args)
         self.stage2_encoder = _Encoder(*unet_args, csff=True)
@@ -259,8 +272,10 @@ class MPRNet(nn.Module):
         # Stage 1: four quarters (left/right of each half) through one encoder, joined along the width.
         feat1, res1, sam_feats, stage1_imgs = [], [], [], []
         for x2_img in x2_imgs:
-            quarters = [self.stage1_encoder(self.shallow_feat1(x2_img[..., :half_w])),
-                        self.stage1_encoder(self.shallow_feat1(x2_img[..., half_w:]))]
+            quarters = [
+                self.stage1_encoder(self.shallow_feat1(x2_img[..., :half_w])),
+                self.stage1_encoder(self.shallow_feat1(x2_img[..., half_w:]))
+            ]
             feat = _cat_features(quarters[0], quarters[1], dim=3)
             res = self.stage1_decoder(feat)
             sam_feat, stage1_img = self.sam12(res[0], x2_img)

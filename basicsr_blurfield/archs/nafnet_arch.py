@@ -114,8 +114,12 @@ class NAFNet(nn.Module):
         (N, img_channel, H, W) -> (N, img_channel, H, W), any H and W.
     """
 
-    def __init__(self, img_channel: int = 3, width: int = 16, middle_blk_num: int = 1,
-                 enc_blk_nums: tuple = (1, 1, 1, 28), dec_blk_nums: tuple = (1, 1, 1, 1)):
+    def __init__(self,
+                 img_channel: int = 3,
+                 width: int = 16,
+                 middle_blk_num: int = 1,
+                 enc_blk_nums: tuple = (1, 1, 1, 28),
+                 dec_blk_nums: tuple = (1, 1, 1, 1)):
         super().__init__()
         if len(enc_blk_nums) != len(dec_blk_nums):
             raise ValueError(f'enc_blk_nums and dec_blk_nums must have the same length (one entry per level), got '
@@ -176,9 +180,15 @@ class NAFNetLocal(NAFNet):
         (N, img_channel, H, W) -> (N, img_channel, H, W).
     """
 
-    def __init__(self, img_channel: int = 3, width: int = 16, middle_blk_num: int = 1,
-                 enc_blk_nums: tuple = (1, 1, 1, 28), dec_blk_nums: tuple = (1, 1, 1, 1),
-                 train_size: tuple = (1, 3, 256, 256), base_size=None, fast_imp: bool = False):
+    def __init__(self,
+                 img_channel: int = 3,
+                 width: int = 16,
+                 middle_blk_num: int = 1,
+                 enc_blk_nums: tuple = (1, 1, 1, 28),
+                 dec_blk_nums: tuple = (1, 1, 1, 1),
+                 train_size: tuple = (1, 3, 256, 256),
+                 base_size=None,
+                 fast_imp: bool = False):
         super().__init__(img_channel, width, middle_blk_num, enc_blk_nums, dec_blk_nums)
         replace_global_pooling(self, base_size=base_size, train_size=train_size, fast_imp=fast_imp)
 

@@ -146,7 +146,10 @@ def _calibrate(module: nn.Module, pools: list, train_size: tuple) -> None:
     for pool in pools:
         pool._calibrating = True
     try:
-        state = {name: torch.empty_like(t, device='meta') for name, t in module.named_parameters(remove_duplicate=False)}
+        state = {
+            name: torch.empty_like(t, device='meta')
+            for name, t in module.named_parameters(remove_duplicate=False)
+        }
         state.update({name: torch.empty_like(t, device='meta') for name, t in module.named_buffers()})
         try:
             functional_call(module, state, (torch.empty(train_size, device='meta'), ), tie_weights=False)
@@ -166,7 +169,9 @@ def _calibrate(module: nn.Module, pools: list, train_size: tuple) -> None:
                          f'a forward pass on a {tuple(train_size)} input, so their window cannot be calibrated')
 
 
-def replace_global_pooling(module: nn.Module, base_size=None, train_size: tuple = (1, 3, 256, 256),
+def replace_global_pooling(module: nn.Module,
+                           base_size=None,
+                           train_size: tuple = (1, 3, 256, 256),
                            fast_imp: bool = False) -> nn.Module:
     """Replaces every ``nn.AdaptiveAvgPool2d(1)`` inside ``module`` by TLC local pooling (in place) and calibrates.
 

@@ -47,10 +47,22 @@ def wrap_mimounet(state):  # {'model': state_dict, 'optimizer', 'scheduler', 'ep
 
 
 CASES = [
-    ('nafnet_width64_state_dict.json', lambda c: {k: v for k, v in c.items()}, wrap_nafnet),
-    ('mprnet_deblur_state_dict.json', lambda c: {'type': 'MPRNet', **c}, wrap_mprnet),
-    ('mimounet_state_dict.json', lambda c: {'type': 'MIMOUNet', 'num_res': c['num_res']}, wrap_mimounet),
-    ('mimounetplus_state_dict.json', lambda c: {'type': 'MIMOUNetPlus', 'num_res': c['num_res']}, wrap_mimounet),
+    ('nafnet_width64_state_dict.json', lambda c: {
+        k: v
+        for k, v in c.items()
+    }, wrap_nafnet),
+    ('mprnet_deblur_state_dict.json', lambda c: {
+        'type': 'MPRNet',
+        **c
+    }, wrap_mprnet),
+    ('mimounet_state_dict.json', lambda c: {
+        'type': 'MIMOUNet',
+        'num_res': c['num_res']
+    }, wrap_mimounet),
+    ('mimounetplus_state_dict.json', lambda c: {
+        'type': 'MIMOUNetPlus',
+        'num_res': c['num_res']
+    }, wrap_mimounet),
 ]
 
 
@@ -81,8 +93,13 @@ def test_checkpoint_file_loads_with_the_arch_taken_from_the_network(tmp_path):
 
 def test_nafnet_checkpoint_loads_into_nafnet_local():
     source = NAFNet(width=8, enc_blk_nums=(1, ), dec_blk_nums=(1, ))
-    target = build_network({'type': 'NAFNetLocal', 'width': 8, 'enc_blk_nums': [1], 'dec_blk_nums': [1],
-                            'train_size': [1, 3, 16, 16]})
+    target = build_network({
+        'type': 'NAFNetLocal',
+        'width': 8,
+        'enc_blk_nums': [1],
+        'dec_blk_nums': [1],
+        'train_size': [1, 3, 16, 16]
+    })
     load_published_weights(target, {'params': source.state_dict()}, arch='NAFNet')
     assert torch.equal(target.intro.weight, source.intro.weight)
 

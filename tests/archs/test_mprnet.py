@@ -9,8 +9,8 @@ from torch import nn
 from basicsr.archs import build_network
 from basicsr_blurfield.archs.mprnet_arch import MPRNet
 
-FIXTURE = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures',
-                       'mprnet_deblur_state_dict.json')
+FIXTURE = os.path.join(
+    os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures', 'mprnet_deblur_state_dict.json')
 TINY = dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1, reduction=4)
 
 
@@ -95,8 +95,17 @@ def test_stage1_sees_each_quarter_independently():
 
 
 def test_yaml_built_network_runs_forward_and_backward_at_odd_size():
-    opt = {'type': 'MPRNet', 'in_c': 3, 'out_c': 3, 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4,
-           'num_cab': 1, 'reduction': 4, 'return_list': True}
+    opt = {
+        'type': 'MPRNet',
+        'in_c': 3,
+        'out_c': 3,
+        'n_feat': 8,
+        'scale_unetfeats': 4,
+        'scale_orsnetfeats': 4,
+        'num_cab': 1,
+        'reduction': 4,
+        'return_list': True
+    }
     net = build_network(opt)
     x = torch.rand(2, 3, 37, 45, generator=torch.Generator().manual_seed(6))
     outputs = net(x)

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from basicsr.archs import build_network
 from basicsr_blurfield.archs.nafnet_arch import NAFBlock, NAFNet, NAFNetLocal, _LayerNorm2d
 
-FIXTURE = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures',
-                       'nafnet_width64_state_dict.json')
+FIXTURE = os.path.join(
+    os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures', 'nafnet_width64_state_dict.json')
 PUBLISHED = dict(img_channel=3, width=64, middle_blk_num=1, enc_blk_nums=(1, 1, 1, 28), dec_blk_nums=(1, 1, 1, 1))
 
 
@@ -108,8 +108,14 @@ def test_odd_size_output_is_the_crop_of_the_zero_padded_forward():
 
 @pytest.mark.parametrize('arch_type', ['NAFNet', 'NAFNetLocal'])
 def test_yaml_built_network_runs_forward_and_backward_at_odd_size(arch_type):
-    opt = {'type': arch_type, 'img_channel': 3, 'width': 8, 'middle_blk_num': 1, 'enc_blk_nums': [1, 1],
-           'dec_blk_nums': [1, 1]}
+    opt = {
+        'type': arch_type,
+        'img_channel': 3,
+        'width': 8,
+        'middle_blk_num': 1,
+        'enc_blk_nums': [1, 1],
+        'dec_blk_nums': [1, 1]
+    }
     if arch_type == 'NAFNetLocal':
         opt['train_size'] = [1, 3, 16, 16]
     net = build_network(opt)

@@ -51,8 +51,8 @@ def test_local_mean_passes_gradcheck():
 
 def test_fast_implementation_without_subsampling_is_exact():
     x = torch.rand(1, 3, 11, 13, generator=torch.Generator().manual_seed(4))
-    assert torch.allclose(local_average_pool(x, (4, 6), fast_imp=True, max_r=(1, 1)), local_average_pool(x, (4, 6)),
-                          atol=1e-6)
+    assert torch.allclose(
+        local_average_pool(x, (4, 6), fast_imp=True, max_r=(1, 1)), local_average_pool(x, (4, 6)), atol=1e-6)
 
 
 def test_fast_implementation_subsamples_and_keeps_constants():
@@ -80,8 +80,9 @@ class _Gated(nn.Module):
 
 
 def test_replacement_swaps_only_global_pools_and_calibrates_windows_by_stride():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _Gated(nn.AdaptiveAvgPool2d(1)), nn.Conv2d(4, 4, 2, stride=2),
-                        nn.Sequential(_Gated(nn.AdaptiveAvgPool2d((1, 1))), _Gated(nn.AdaptiveAvgPool2d(2))))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), _Gated(nn.AdaptiveAvgPool2d(1)), nn.Conv2d(4, 4, 2, stride=2),
+        nn.Sequential(_Gated(nn.AdaptiveAvgPool2d((1, 1))), _Gated(nn.AdaptiveAvgPool2d(2))))
     replace_global_pooling(net, base_size=(24, 30), train_size=(1, 3, 16, 20))
     assert isinstance(net[1].pool, LocalAvgPool2d) and isinstance(net[3][0].pool, LocalAvgPool2d)
     assert type(net[3][1].pool) is nn.AdaptiveAvgPool2d
