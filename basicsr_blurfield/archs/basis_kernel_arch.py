@@ -124,8 +124,8 @@ class BasisKernelNet(nn.Module):
         stages += [_UpStage(kernel_channels[-1], 0, kernel_channels[-1]) for _ in range(extra - levels)]
         self.kernel_decoder = nn.ModuleList(stages)
         hidden = kernel_channels[-1]
-        self.kernel_out = nn.Sequential(*_conv_act(hidden, hidden, kernel_size=2, padding=1), *_conv_act(hidden, hidden),
-                                        nn.Conv2d(hidden, num_basis, 3, padding=1))
+        self.kernel_out = nn.Sequential(*_conv_act(hidden, hidden, kernel_size=2, padding=1),
+                                        *_conv_act(hidden, hidden), nn.Conv2d(hidden, num_basis, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> BasisField:
         if x.dim() != 4 or x.shape[1] not in self.in_channels:

@@ -160,4 +160,3 @@ class KernelLoss(nn.Module):
         if self.reduction == 'none':
             loss = loss.view(size[0], 1, size[1], size[2]) if self.num_samples is None else loss.view(size[0], -1)
         return self.loss_weight * loss
-

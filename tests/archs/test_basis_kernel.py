@@ -2,15 +2,16 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
 from basicsr.archs import build_network
 from basicsr_blurfield.archs.basis_kernel_arch import BasisKernelNet, remap_official_keys
-from basicsr_blurfield.fields import BasisField, KernelField
+from basicsr_blurfield.fields import BasisField, KernelField, draw_kernel_grid, load_field, save_field
 
-FIXTURE = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures',
-                       'carbajal_twoheads_k25_state_dict.json')
+FIXTURE = os.path.join(
+    os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures', 'carbajal_twoheads_k25_state_dict.json')
 TINY = dict(num_basis=4, kernel_size=9, num_feat=8, enc_channels=(8, 12, 16), kernel_channels=(12, 8, 8))
 
 
@@ -80,7 +81,7 @@ def test_every_parameter_used_for_rgb_gets_a_gradient():
     assert all(torch.isfinite(param.grad).all() for param in net.parameters())
 
 
-def test_field_feeds_the_shared_tools():
+def test_field_feeds_the_shared_tools(tmp_path):
     net = tiny_net().eval()
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
@@ -88,8 +89,14 @@ def test_field_feeds_the_shared_tools():
         dense = field.dense()
         assert isinstance(dense, KernelField)
         assert torch.allclose(dense.blur(x), field.blur(x), atol=1e-5)
+        assert torch.allclose((field.blur(x) * x).sum(), (x * field.adjoint(x)).sum(), rtol=1e-4)
         points = torch.tensor([[0, 3, 5], [0, 15, 0]])
         assert torch.allclose(field.kernels_at(points), dense.kernels_at(points), atol=1e-6)
+    grid = draw_kernel_grid(x[0], field, step=8)
+    assert grid.shape == (16, 16, 3) and grid.dtype == np.uint8
+    save_field(str(tmp_path / 'field.npz'), field)
+    loaded = load_field(str(tmp_path / 'field.npz'))
+    assert isinstance(loaded, BasisField) and torch.equal(loaded.mixing, field.mixing)
 
 
 def test_build_network_from_yaml_options():
@@ -126,8 +133,13 @@ def test_remapped_weights_load_strictly_and_give_the_same_field():
     torch.manual_seed(1)
     small = dict(num_basis=3, kernel_size=9, num_feat=4, enc_channels=(4, 4, 4), kernel_channels=(4, 4, 4))
     source = BasisKernelNet(**small).eval()
-    reverse = {'conv_in.0.0.': 'inc_rgb.0.', 'conv_in.1.0.': 'inc_gray.0.', 'bottleneck.0.': 'feat.0.',
-               'mixing_out.': 'masks_end.', 'kernel_out.': 'kernels_end.'}
+    reverse = {
+        'conv_in.0.0.': 'inc_rgb.0.',
+        'conv_in.1.0.': 'inc_gray.0.',
+        'bottleneck.0.': 'feat.0.',
+        'mixing_out.': 'masks_end.',
+        'kernel_out.': 'kernels_end.'
+    }
     official = {}
     for name, value in source.state_dict().items():
         for ours, theirs in reverse.items():

@@ -1,4 +1,4 @@
-"""BasisKernelModel trained from options/basis_kernels_synthetic.yml with tiny sizes, and the reblur fine-tuning YAML."""
+"""BasisKernelModel trained from options/basis_kernels_synthetic.yml at tiny sizes; the reblur fine-tuning YAML."""
 import glob
 import os
 import subprocess
@@ -24,8 +24,12 @@ def load_option(name: str) -> dict:
 
 def paths(root) -> dict:
     root = str(root)
-    return dict(experiments_root=root, models=os.path.join(root, 'models'), log=root,
-                training_states=os.path.join(root, 'training_states'), visualization=os.path.join(root, 'vis'))
+    return dict(
+        experiments_root=root,
+        models=os.path.join(root, 'models'),
+        log=root,
+        training_states=os.path.join(root, 'training_states'),
+        visualization=os.path.join(root, 'vis'))
 
 
 def tiny_basis_option(root, total_iter: int, switch_iter: int) -> dict:
@@ -73,8 +77,8 @@ def test_short_cpu_training_from_the_yaml_lowers_losses_and_beats_the_identity_f
     train_set, val_set = build_dataset(opt['datasets']['train']), build_dataset(opt['datasets']['val'])
     model = build_model(opt)
     before = validate(model, val_set)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=4, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
     log, step = [], 0
     while step < total_iter:
         for batch in loader:
@@ -121,8 +125,13 @@ def test_yaml_trains_validates_and_saves_through_the_basicsr_pipeline(tmp_path):
     option_path = tmp_path / 'tiny.yml'
     option_path.write_text(yaml.safe_dump(opt))
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    result = subprocess.run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt', str(option_path)], cwd=tmp_path,
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt',
+                             str(option_path)],
+                            cwd=tmp_path,
+                            capture_output=True,
+                            text=True,
+                            env=env,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     experiment = tmp_path / 'experiments' / 'tiny-basis'
     assert (experiment / 'models' / 'net_g_2.pth').is_file()
@@ -142,8 +151,8 @@ def test_reblur_finetune_yaml_trains_the_deblurrer_through_a_frozen_estimator(tm
     opt['path'].update(paths(tmp_path / 'exp'), pretrain_network_g=None, pretrain_network_k=str(tmp_path / 'net_k.pth'))
     opt['network_g'].update(width=8, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])
     opt['network_k'].update(TINY_NET)
-    opt['datasets']['train'].update(dataroot_gt=gt_dir, dataroot_lq=lq_dir, io_backend={'type': 'disk'}, gt_size=32,
-                                    phase='train', scale=1)
+    opt['datasets']['train'].update(
+        dataroot_gt=gt_dir, dataroot_lq=lq_dir, io_backend={'type': 'disk'}, gt_size=32, phase='train', scale=1)
     model = build_model(opt)
     train_set = build_dataset(opt['datasets']['train'])
     batch = next(iter(torch.utils.data.DataLoader(train_set, batch_size=2)))

@@ -30,8 +30,8 @@ def sharp_background_field(seed: int, size: int = 48, kernel_size: int = 21):
 
     while True:
         calls.clear()
-        sample = region_field(size, size, rng, kernel_size=kernel_size, max_regions=3, min_area=100,
-                              kernel_fn=kernel_fn)
+        sample = region_field(
+            size, size, rng, kernel_size=kernel_size, max_regions=3, min_area=100, kernel_fn=kernel_fn)
         if sample['labels'].max() > 0:
             return sample
 
@@ -109,3 +109,42 @@ def test_non_field_input_is_rejected():
     kernels = torch.zeros(1, 9, 4, 4)
     kernels[:, 4] = 1
     assert not blur_mask(KernelField(kernels)).any()
+
+
+def test_detect_blur_script_writes_a_mask_and_evaluates_a_folder(tmp_path, monkeypatch, capsys):
+    import os
+    import runpy
+
+    import yaml
+
+    from basicsr_blurfield.archs.basis_kernel_arch import BasisKernelNet
+
+    tiny = dict(num_basis=4, kernel_size=9, num_feat=8, enc_channels=(8, 12, 16), kernel_channels=(12, 8, 8))
+    torch.manual_seed(0)
+    torch.save({'params': BasisKernelNet(**tiny).state_dict()}, tmp_path / 'net.pth')
+    (tmp_path / 'net.yml').write_text(yaml.safe_dump({'network_g': {'type': 'BasisKernelNet', **tiny}}))
+    (tmp_path / 'image').mkdir()
+    (tmp_path / 'gt').mkdir()
+    photo = np.random.default_rng(0).integers(0, 255, (36, 44, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / 'image' / 'motion0001.png'), photo)
+    gt = np.zeros((36, 44), np.uint8)
+    gt[:, 20:] = 255
+    cv2.imwrite(str(tmp_path / 'gt' / 'motion0001.png'), gt)
+    script = os.path.join(os.path.dirname(__file__), '..', '..', 'scripts', 'detect_blur.py')
+    common = ['--checkpoint', str(tmp_path / 'net.pth'), '--opt', str(tmp_path / 'net.yml'), '--device', 'cpu']
+
+    def run_script(*args):
+        monkeypatch.setattr('sys.argv', ['detect_blur.py', *args, *common])
+        runpy.run_path(script, run_name='__main__')
+        return capsys.readouterr().out
+
+    out = tmp_path / 'out'
+    printed = run_script(
+        str(tmp_path / 'image' / 'motion0001.png'), '-o', str(out / 'mask.png'), '--score', str(out / 'score.png'),
+        '--kernels', str(out / 'kernels.png'))
+    assert 'of the pixels marked as blurred' in printed
+    mask = cv2.imread(str(out / 'mask.png'), cv2.IMREAD_GRAYSCALE)
+    assert mask.shape == (36, 44) and set(np.unique(mask)) <= {0, 255}
+    assert cv2.imread(str(out / 'kernels.png')).shape == (36, 44, 3)
+    printed = run_script(str(tmp_path / 'image'), '--gt', str(tmp_path / 'gt'))
+    assert 'motion0001\t' in printed and 'mAP over 1 images: ' in printed

@@ -21,8 +21,14 @@ def sharp_photo(size: int = 48) -> torch.Tensor:
 def basis_field(size: int = 48) -> BasisField:
     rng = np.random.default_rng(3)
     angles = iter([0.3, 1.9, 1.0, 2.5])
-    sample = region_field(size, size, rng, kernel_size=11, max_regions=2, min_area=100,
-                          kernel_fn=lambda g: linear_kernel(11, 8.0, next(angles)))
+    sample = region_field(
+        size,
+        size,
+        rng,
+        kernel_size=11,
+        max_regions=2,
+        min_area=100,
+        kernel_fn=lambda g: linear_kernel(11, 8.0, next(angles)))
     return BasisField(torch.from_numpy(sample['basis'])[None], torch.from_numpy(sample['mixing'])[None])
 
 
@@ -33,8 +39,8 @@ def offset_field(size: int = 48) -> OffsetField:
     return OffsetField.from_endpoints(start, num_steps=15, constraint='linear')
 
 
-@pytest.mark.parametrize('make_field', [basis_field, lambda: basis_field().dense(), offset_field],
-                         ids=['basis', 'kernel', 'offset'])
+@pytest.mark.parametrize(
+    'make_field', [basis_field, lambda: basis_field().dense(), offset_field], ids=['basis', 'kernel', 'offset'])
 def test_deconvolution_raises_psnr_on_synthetic_blur(make_field):
     sharp, field = sharp_photo(), make_field()
     blurry = field.blur(sharp)
