@@ -1,0 +1,173 @@
+"""Stage II of UFPNet (Fang et al., CVPR 2023, §3.1-3.2): self-supervised uncertain kernel estimation, eq. (4).
+
+``KernelEstimationModel`` trains ``network_g`` (a :class:`FlowKernelEstimator`, flow prior frozen) on pairs
+(sharp x, blurry y) with the re-blur loss ``||blur(x, f_theta[G(y)]) - y||_1`` (``train.reblur_opt``,
+:class:`ReblurLoss`), no ground-truth kernels needed. The prior comes from ``path.pretrain_network_flow`` (a stage-I
+``net_g`` checkpoint, loaded into ``net_g.flow``), from a full stage-II checkpoint (``path.pretrain_network_g``), or
+is fitted in place before training by ``train.prior_fit`` (:func:`fit_flow_prior` options; for the quickstart).
+
+Logged per step: ``l_reblur``, the batch's re-blur PSNR (``reblur_psnr``, dB) and, on synthetic data with
+ground-truth fields (:class:`SyntheticBlurDataset`), the mean per-pixel kernel L1 error (``kernel_error``, in [0, 2])
+on ``train.kernel_error_samples`` random pixels per image. Validation reports the same two metrics on the whole
+images (deterministic estimator) and, with ``val.save_img``, writes the estimated field next to the ground truth as
+a PNG (``draw_kernel_grid``) under ``visualization/``.
+"""
+import math
+import os
+from collections import OrderedDict
+
+import cv2
+import numpy as np
+import torch
+
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr_blurfield.data.synthetic_blur_dataset import field_from_batch
+from basicsr_blurfield.fields import draw_kernel_grid
+from basicsr_blurfield.losses.kernel_loss import KernelLoss
+from basicsr_blurfield.models.base import BlurFieldBaseModel
+from basicsr_blurfield.models.flow_prior_model import fit_flow_prior
+
+__all__ = ['KernelEstimationModel', 'reblur_psnr']
+
+_GT_FIELD_KEYS = ('field_basis', 'field_offsets')
+
+
+def reblur_psnr(reblurred: torch.Tensor, blurry: torch.Tensor) -> float:
+    """PSNR (dB, peak 1) between the re-blurred sharp image and the blurry one, over a whole batch (N, C, H, W)."""
+    mse = float(((reblurred.clamp(0, 1) - blurry)**2).mean())
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+def draw_field_comparison(lq: torch.Tensor, field, gt_field=None, step: int = 16) -> np.ndarray:
+    """Estimated kernels drawn over the blurry image, next to the ground-truth kernels when given (uint8 RGB)."""
+    panels = [draw_kernel_grid(lq[:1], field, step=step)]
+    if gt_field is not None:
+        panels.append(draw_kernel_grid(lq[:1], gt_field, step=step))
+    return np.concatenate(panels, axis=1)
+
+
+@MODEL_REGISTRY.register()
+class KernelEstimationModel(BlurFieldBaseModel):
+    """Self-supervised training of the per-pixel kernel estimator (stage II).
+
+    Options: ``network_g`` (``FlowKernelEstimator``); ``path.pretrain_network_flow`` (+ ``param_key_flow``,
+    ``strict_load_flow``) or ``train.prior_fit: {num_iter, batch_size, lr, pool_size, dequantize_amplitude, seed}``;
+    ``train.reblur_opt`` (``ReblurLoss``), ``train.kernel_error_samples`` (default 256), ``train.optim_g``,
+    ``train.scheduler``, ``train.use_grad_clip``; ``val.save_img``, ``val.kernel_grid_step`` (default 16).
+    Data: ``lq``, ``gt`` (N, C, H, W), optional ``weight`` (N, 1, H, W) and ground-truth field keys.
+    """
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.net_g = self.model_to_device(build_network(opt['network_g']))
+        self.print_network(self.net_g)
+        path_opt = self.opt['path']
+        if path_opt.get('pretrain_network_g') is not None:
+            self.load_network(self.net_g, path_opt['pretrain_network_g'], path_opt.get('strict_load_g', True),
+                              path_opt.get('param_key_g', 'params'))
+        elif path_opt.get('pretrain_network_flow') is not None:
+            self.load_network(self.get_bare_model(self.net_g).flow, path_opt['pretrain_network_flow'],
+                              path_opt.get('strict_load_flow', True), path_opt.get('param_key_flow', 'params'))
+        elif self.is_train and self.opt['train'].get('prior_fit') is not None:
+            losses = fit_flow_prior(self.get_bare_model(self.net_g).flow, **self.opt['train']['prior_fit'])
+            get_root_logger().info(f'Fitted the flow prior in place: {len(losses)} steps, NLL {losses[0]:.3f} -> '
+                                   f'{losses[-1]:.3f} nats/tap')
+        elif self.is_train:
+            raise ValueError('KernelEstimationModel needs a flow prior: set path.pretrain_network_flow (stage I), '
+                             'path.pretrain_network_g (stage II) or train.prior_fit')
+        if self.is_train:
+            self.init_training_settings()
+
+    def init_training_settings(self):
+        self.net_g.train()
+        train_opt = self.opt['train']
+        if not train_opt.get('reblur_opt'):
+            raise ValueError('KernelEstimationModel needs train.reblur_opt (e.g. {type: ReblurLoss, criterion: l1})')
+        self.cri_reblur = build_loss(train_opt['reblur_opt']).to(self.device)
+        self.kernel_error_samples = int(train_opt.get('kernel_error_samples', 256))
+        optim_opt = dict(train_opt['optim_g'])
+        self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), self.trainable_parameters(self.net_g), **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+        self.setup_schedulers()
+
+    def feed_data(self, data):
+        self.lq = data['lq'].to(self.device)
+        self.gt = data['gt'].to(self.device)
+        self.weight = data['weight'].to(self.device) if 'weight' in data else None
+        self.gt_field = field_from_batch(data).to(self.device) if any(k in data for k in _GT_FIELD_KEYS) else None
+
+    def kernel_error(self, field, num_samples=None) -> float:
+        """Mean L1 distance between estimated and ground-truth kernels (all pixels, or a random subset)."""
+        metric = KernelLoss(p=1, num_samples=num_samples, tile_size=4096)
+        with torch.no_grad():
+            return float(metric(field, self.gt_field))
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad()
+        self.field = self.net_g(self.lq)
+        l_reblur = self.cri_reblur(self.field, self.gt, self.lq)
+        l_reblur.backward()
+        self.clip_gradients(self.optimizer_g.param_groups[0]['params'])
+        self.optimizer_g.step()
+        log = OrderedDict(l_reblur=l_reblur)
+        with torch.no_grad():
+            log['reblur_psnr'] = torch.tensor(reblur_psnr(self.field.blur(self.gt), self.lq))
+        if self.gt_field is not None:
+            log['kernel_error'] = torch.tensor(self.kernel_error(self.field, self.kernel_error_samples))
+        self.log_dict = self.reduce_loss_dict(log)
+
+    def test(self):
+        self.net_g.eval()
+        with torch.no_grad():
+            self.field = self.net_g(self.lq)
+        self.net_g.train()
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        """Re-blur PSNR and kernel error averaged over the validation images; optional field PNGs."""
+        dataset_name = dataloader.dataset.opt['name']
+        totals, counts = {}, {}
+        for index, val_data in enumerate(dataloader):
+            self.feed_data(val_data)
+            self.test()
+            with torch.no_grad():
+                scores = {'reblur_psnr': reblur_psnr(self.field.blur(self.gt), self.lq)}
+            if self.gt_field is not None:
+                scores['kernel_error'] = self.kernel_error(self.field)
+            for name, value in scores.items():
+                totals[name] = totals.get(name, 0.0) + value
+                counts[name] = counts.get(name, 0) + 1
+            if save_img:
+                self._save_field_png(dataset_name, index, current_iter)
+        self.metric_results = {name: totals[name] / counts[name] for name in totals}
+        if not hasattr(self, 'best_metric_results') or dataset_name not in self.best_metric_results:
+            self.best_metric_results = getattr(self, 'best_metric_results', {})
+            self.best_metric_results[dataset_name] = {
+                name: {'better': 'lower' if name == 'kernel_error' else 'higher',
+                       'val': float('inf') if name == 'kernel_error' else float('-inf'), 'iter': -1}
+                for name in self.metric_results}
+        message = f'Validation {dataset_name}, iter {current_iter}:'
+        for name, value in self.metric_results.items():
+            self._update_best_metric_result(dataset_name, name, value, current_iter)
+            message += f' {name} {value:.4f}'
+            if tb_logger:
+                tb_logger.add_scalar(f'metrics/{dataset_name}/{name}', value, current_iter)
+        get_root_logger().info(message)
+
+    def _save_field_png(self, dataset_name: str, index: int, current_iter) -> str:
+        step = int(self.opt['val'].get('kernel_grid_step', 16))
+        panel = draw_field_comparison(self.lq, self.field, self.gt_field, step)
+        folder = os.path.join(self.opt['path']['visualization'], dataset_name)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f'field_{index:03d}_{current_iter}.png')
+        cv2.imwrite(path, cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        return path
+
+    def save(self, epoch, current_iter):
+        self.save_network(self.net_g, 'net_g', current_iter)
+        self.save_training_state(epoch, current_iter)
