@@ -45,9 +45,8 @@ class _LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        var = (x - mean).pow(2).mean(dim=1, keepdim=True)
-        normed = (x - mean) / torch.sqrt(var + self.eps)
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
+        normed = (x - mean) * torch.rsqrt(var + self.eps)
         return normed * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 

@@ -18,7 +18,8 @@ so it scales with the layer's stride. For a (h, w) feature map at test time:
   O(h * w) independent of the window size.
 
 ``fast_imp=True`` evaluates the box mean on a grid subsampled by r in (5, 4, 3, 2, 1) (the largest dividing the size,
-at most ``max(1, 5 * h_t // H_t)``) and upsamples by repetition: faster, approximate.
+at most ``max(1, 5 * h_t // H_t)``) and upsamples by repetition: faster, approximate (piecewise constant over r
+pixels; not bit-identical to the published fast path, whose windows and rounding differ slightly).
 
 The window sizes are calibrated once, when the layers are replaced, by running the module on a ``train_size`` input
 on the meta device (no computation); a module that cannot run on meta tensors is run once on zeros instead.
