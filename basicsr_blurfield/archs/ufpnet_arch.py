@@ -9,7 +9,8 @@ stride-2 2x2 convs (``kernel_down``). Stage III trains it with ``L_PSNR + lambda
 
 Published GoPro model (``UFPNet_code_uncertainty_Local``, width 64, enc_blk_nums (1, 1, 1, 28)): 80,343,663
 parameters, 852 state-dict entries. Our names equal the published ones except the KAM, which the original spells
-``kernel_atttion`` (three t's): :func:`remap_official_keys` renames it. As published, ``kernel_down`` has one conv
+``kernel_atttion`` (three t's): :func:`remap_official_keys` renames it, and so does a load pre-hook, so a released
+checkpoint also loads directly with ``load_state_dict`` / BasicSR's ``pretrain_network_g``. As published, ``kernel_down`` has one conv
 per encoder level although only the first ``kam_levels - 1`` are used; the unused ones are kept (frozen) so the
 published state dict loads strictly.
 
@@ -75,6 +76,14 @@ class UFPNet(KernelGuidedMixin, NAFNet):
                                     estimator_feat=estimator_feat, flow_num_block=flow_num_block,
                                     flow_hidden_size=flow_hidden_size, sample_at_test=sample_at_test,
                                     freeze_estimator=freeze_estimator, padding=padding)
+        self.register_load_state_dict_pre_hook(_rename_official_keys)
+
+
+def _rename_official_keys(module, state_dict, prefix, *args) -> None:
+    """Load pre-hook: renames the published ``kernel_atttion`` entries in place, so released checkpoints load
+    through BasicSR's ``load_network`` (``strict_load_g: true``) without conversion."""
+    for key in [key for key in state_dict if key.startswith(prefix) and '.kernel_atttion.' in key]:
+        state_dict[key.replace('.kernel_atttion.', '.kernel_attention.')] = state_dict.pop(key)
 
 
 @ARCH_REGISTRY.register()
@@ -129,4 +138,5 @@ def remap_official_keys(state: dict) -> dict:
     """
     if isinstance(state.get('model_state'), dict):
         state = state['model_state']
-    return {key.replace('.kernel_atttion.', '.kernel_attention.'): value for key, value in unwrap_state_dict(state).items()}
+    state = unwrap_state_dict(state)
+    return {key.replace('.kernel_atttion.', '.kernel_attention.'): value for key, value in state.items()}
