@@ -46,12 +46,13 @@ def _list_images(root: str) -> List[str]:
 
 
 def _read_lmdb_keys(root: str) -> List[str]:
+    """Keys of a BasicSR lmdb: the first column of ``meta_info.txt`` (``KEY.png (h,w,c) level``) without extension."""
     meta = os.path.join(root, 'meta_info.txt')
     if not (root.endswith('.lmdb') and os.path.isfile(meta)):
         raise ValueError(f'lmdb backend: {root!r} must be a .lmdb folder with a meta_info.txt '
                          '(make one with scripts/create_lmdb.py)')
     with open(meta) as f:
-        return [line.split(' ')[0] for line in f.read().splitlines() if line.strip()]
+        return [os.path.splitext(line.split(' ')[0])[0] for line in f.read().splitlines() if line.strip()]
 
 
 def _check_pairs(lq_only: List[str], gt_only: List[str], where: str) -> None:

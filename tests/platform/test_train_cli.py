@@ -44,7 +44,7 @@ def tiny_option(name: str, gt_dir: str, lq_dir: str, total_iter: int = 4) -> dic
             'pixel_opt': {'type': 'PSNRLoss', 'loss_weight': 1, 'reduction': 'mean'}
         },
         'val': {'val_freq': 4, 'save_img': False,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
+                'metrics': {'psnr': {'type': 'calculate_psnr_uint8_rgb', 'crop_border': 0}}},
         'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False,
                    'wandb': {'project': None, 'resume_id': None}},
         'dist_params': {'backend': 'nccl', 'port': 29500},

@@ -1,0 +1,123 @@
+"""DeblurModel from YAML-style option dicts: reblur through a frozen estimator or the generator's own field,
+multi-output backbones, EMA checkpoints, gradient clipping, padding for odd sizes, and option errors."""
+import copy
+
+import pytest
+import torch
+
+from basicsr.models import build_model
+from basicsr_blurfield.losses.reblur_loss import ReblurLoss
+
+NAFNET = {'type': 'NAFNet', 'width': 8, 'enc_blk_nums': [1, 1], 'middle_blk_num': 1, 'dec_blk_nums': [1, 1]}
+BASIS_ESTIMATOR = {'type': 'BasisKernelNet', 'num_basis': 4, 'kernel_size': 9, 'num_feat': 8,
+                   'enc_channels': [8, 12, 16], 'kernel_channels': [12, 8, 8]}
+TINY_UFPNET = {'type': 'UFPNet', 'width': 8, 'enc_blk_nums': [1, 1], 'middle_blk_num': 1, 'dec_blk_nums': [1, 1],
+               'kernel_size': 5, 'kam_levels': 2, 'estimator_feat': 8, 'flow_num_block': 2, 'flow_hidden_size': 8}
+
+
+def model_option(network_g, train_extra=None, **extra):
+    option = {
+        'name': 'deblur_test', 'model_type': 'DeblurModel', 'num_gpu': 0, 'is_train': True, 'dist': False,
+        'network_g': network_g, 'path': {'models': '', 'training_states': ''},
+        'train': dict({'optim_g': {'type': 'AdamW', 'lr': 1e-3, 'betas': [0.9, 0.9]},
+                       'scheduler': {'type': 'TrueCosineAnnealingLR', 'T_max': 10, 'eta_min': 1e-7},
+                       'pixel_opt': {'type': 'PSNRLoss'}}, **(train_extra or {})),
+    }
+    option.update(extra)
+    return option
+
+
+def batch(size=(2, 3, 32, 32), seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    gt = torch.rand(*size, generator=generator)
+    return {'lq': (gt + torch.roll(gt, 2, dims=-1)) / 2, 'gt': gt}
+
+
+def test_reblur_through_a_frozen_estimator_trains_only_the_deblurrer():
+    option = model_option(NAFNET, {'reblur_opt': {'type': 'ReblurLoss', 'loss_weight': 0.01}},
+                          network_k=BASIS_ESTIMATOR)
+    model = build_model(option)
+    estimator_before = copy.deepcopy(model.net_k.state_dict())
+    deblurrer_before = copy.deepcopy(model.net_g.state_dict())
+    data = batch()
+    model.feed_data(data)
+    model.optimize_parameters(1)
+    assert set(model.log_dict) == {'l_pix', 'l_reblur'}
+    assert all(torch.equal(value, model.net_k.state_dict()[key]) for key, value in estimator_before.items())
+    assert any(not torch.equal(value, model.net_g.state_dict()[key]) for key, value in deblurrer_before.items())
+    with torch.no_grad():
+        expected = ReblurLoss(loss_weight=0.01)(model.net_k(data['lq']), model.output, data['lq'])
+    assert model.log_dict['l_reblur'] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_reblur_through_the_generators_own_field_applies_the_weight_once():
+    option = model_option(TINY_UFPNET, {'reblur_opt': {'type': 'ReblurLoss', 'loss_weight': 0.01}})
+    model = build_model(option)
+    data = batch(seed=1)
+    model.feed_data(data)
+    net = model.net_g
+    torch.manual_seed(0)
+    with torch.no_grad():
+        restored, field = net(data['lq'], return_field=True)
+        expected = 0.01 * (field.blur(restored) - data['lq']).abs().mean()
+    model.optimizer_g.step = lambda: None  # measure the loss of this step without changing the weights
+    torch.manual_seed(0)
+    model.optimize_parameters(1)
+    assert model.log_dict['l_reblur'] == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_multi_output_backbone_gets_a_loss_per_output_and_returns_the_full_size_image():
+    option = model_option({'type': 'MIMOUNet', 'num_res': 1, 'base_channel': 8})
+    model = build_model(option)
+    model.feed_data(batch(size=(1, 3, 24, 24)))
+    model.optimize_parameters(1)
+    assert model.output.shape == (1, 3, 24, 24)
+    model.feed_data(batch(size=(1, 3, 21, 27)))
+    model.test()
+    assert model.output.shape == (1, 3, 21, 27)
+
+
+def test_odd_sizes_are_padded_for_the_network_and_cropped_back():
+    model = build_model(model_option(NAFNET))
+    model.feed_data(batch(size=(1, 3, 37, 45)))
+    model.test()
+    assert model.output.shape == (1, 3, 37, 45)
+
+
+def test_gradient_clipping_bounds_an_sgd_step():
+    option = model_option(NAFNET, {'optim_g': {'type': 'SGD', 'lr': 1.0}, 'use_grad_clip': True,
+                                   'grad_clip_norm': 1e-3})
+    model = build_model(option)
+    before = [param.detach().clone() for param in model.net_g.parameters()]
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    step = torch.sqrt(sum(((param - old)**2).sum() for param, old in zip(model.net_g.parameters(), before)))
+    assert 0 < step.item() <= 1e-3 * (1 + 1e-4)
+
+
+def test_ema_checkpoints_hold_params_and_params_ema(tmp_path):
+    option = model_option(NAFNET, {'ema_decay': 0.5}, path={'models': str(tmp_path), 'training_states': str(tmp_path)})
+    model = build_model(option)
+    key = 'intro.weight'
+    initial = model.net_g.state_dict()[key].clone()
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    model.save(0, 1)
+    checkpoint = torch.load(tmp_path / 'net_g_1.pth', map_location='cpu')
+    assert set(checkpoint) == {'params', 'params_ema'}
+    assert not torch.equal(checkpoint['params'][key], initial)
+    assert torch.allclose(checkpoint['params_ema'][key], 0.5 * initial + 0.5 * checkpoint['params'][key])
+    assert (tmp_path / '1.state').is_file() and not list(tmp_path.glob('*.tmp'))
+
+
+def test_option_errors_say_what_is_missing():
+    with pytest.raises(ValueError, match='needs a blur field: add network_k'):
+        build_model(model_option(NAFNET, {'reblur_opt': {'type': 'ReblurLoss'}}))
+    with pytest.raises(ValueError, match='both are missing'):
+        build_model(model_option(NAFNET, {'pixel_opt': None}))
+    with pytest.raises(ValueError, match="Unsupported optimizer type: Adamw. Supported ones are"):
+        build_model(model_option(NAFNET, {'optim_g': {'type': 'Adamw', 'lr': 1e-3}}))
+    with pytest.raises(ValueError, match='Unsupported scheduler type: Cosine'):
+        build_model(model_option(NAFNET, {'scheduler': {'type': 'Cosine'}}))
+    with pytest.raises(FileNotFoundError, match='pretrained network not found'):
+        build_model(model_option(NAFNET, path={'pretrain_network_g': '/nowhere/net.pth'}))
