@@ -194,7 +194,7 @@ class MIMOUNet(nn.Module):
         outputs.append(self.feat_extract[5](z) + x)
         return outputs
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> 'torch.Tensor | list':
         if x.dim() != 4:
             raise ValueError(f'{type(self).__name__}: expected (N, C, H, W), got shape {tuple(x.shape)}')
         padded, (height, width) = pad_to_multiple(x, self.size_multiple)

@@ -296,7 +296,7 @@ class MPRNet(nn.Module):
         stage3_img = self.tail(self.stage3_orsnet(x3_cat, feat2, res2)) + x3_img
         return [stage3_img, stage2_img, torch.cat(stage1_imgs, 2)]
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> 'torch.Tensor | list':
         if x.dim() != 4:
             raise ValueError(f'MPRNet: expected (N, C, H, W), got shape {tuple(x.shape)}')
         padded, size = pad_to_multiple(x, self.size_multiple)

@@ -52,7 +52,10 @@ def _pad_to_size(out: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.pad(out, (dw // 2, (dw + 1) // 2, dh // 2, (dh + 1) // 2), mode='replicate')
 
 
-def local_average_pool(x: torch.Tensor, kernel_size: tuple, fast_imp: bool = False, max_r: tuple = (1, 1)):
+def local_average_pool(x: torch.Tensor,
+                       kernel_size: tuple,
+                       fast_imp: bool = False,
+                       max_r: tuple = (1, 1)) -> torch.Tensor:
     """Local average pooling of TLC (see the module docstring for the window rule).
 
     Args:
