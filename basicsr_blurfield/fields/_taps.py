@@ -9,13 +9,16 @@ pixel ``(y, x)``), the three bilinear maps used by :class:`~basicsr_blurfield.fi
 
 with tap ``t = i_t * K + j_t``. Each is a custom autograd function whose backward is made of the other two, so the
 set is closed under differentiation (gradcheck and double backward work). Forward and backward loop over the ``K*K``
-taps with in-place multiply-adds on shifted views: memory is ``O(N*C*H*W + N*K*K*H*W)`` (image plus field), never the
-``K*K``-times-image tensor that ``F.unfold`` builds.
+taps with in-place multiply-adds on shifted views (on CPU in row tiles, so a tile stays in cache across all taps):
+memory is ``O(N*C*H*W + N*K*K*H*W)`` (image plus field), never the ``K*K``-times-image tensor of ``F.unfold``.
 """
 from typing import Tuple
 
 import torch
 from torch import Tensor
+
+
+TILE_ELEMENTS = 1 << 15
 
 
 def _geometry(kernels: Tensor) -> Tuple[int, int, int]:
@@ -25,32 +28,53 @@ def _geometry(kernels: Tensor) -> Tuple[int, int, int]:
     return size, height, width
 
 
+def _row_tiles(image: Tensor) -> Tuple[range, int]:
+    """Row starts of the tiles: on CPU about :data:`TILE_ELEMENTS` image values per tile, so that a tile of the
+    image, its padded window and the output stay in cache across all taps; elsewhere one tile."""
+    num, channels, height, width = image.shape
+    rows = max(1, TILE_ELEMENTS // (num * channels * width)) if image.device.type == 'cpu' else height
+    return range(0, height, rows), rows
+
+
 def _gather(padded: Tensor, kernels: Tensor) -> Tensor:
     size, height, width = _geometry(kernels)
     out = padded.new_zeros(padded.shape[:2] + (height, width))
-    for tap in range(size * size):
-        i, j = divmod(tap, size)
-        out.addcmul_(kernels[:, tap:tap + 1], padded[:, :, i:i + height, j:j + width])
+    starts, rows = _row_tiles(out)
+    for top in starts:
+        bottom = min(top + rows, height)
+        tile, tile_kernels = out[:, :, top:bottom], kernels[:, :, top:bottom]
+        for tap in range(size * size):
+            i, j = divmod(tap, size)
+            tile.addcmul_(tile_kernels[:, tap:tap + 1], padded[:, :, top + i:bottom + i, j:j + width])
     return out
 
 
 def _scatter(values: Tensor, kernels: Tensor) -> Tensor:
     size, height, width = _geometry(kernels)
     padded = values.new_zeros(values.shape[:2] + (height + size - 1, width + size - 1))
-    for tap in range(size * size):
-        i, j = divmod(tap, size)
-        padded[:, :, i:i + height, j:j + width].addcmul_(kernels[:, tap:tap + 1], values)
+    starts, rows = _row_tiles(values)
+    for top in starts:
+        bottom = min(top + rows, height)
+        tile, tile_kernels = values[:, :, top:bottom], kernels[:, :, top:bottom]
+        for tap in range(size * size):
+            i, j = divmod(tap, size)
+            padded[:, :, top + i:bottom + i, j:j + width].addcmul_(tile_kernels[:, tap:tap + 1], tile)
     return padded
 
 
 def _correlate(values: Tensor, padded: Tensor, size: int) -> Tensor:
     height, width = values.shape[-2:]
-    out = values.new_zeros((values.shape[0], size * size, height, width))
-    for tap in range(size * size):
-        i, j = divmod(tap, size)
-        window = padded[:, :, i:i + height, j:j + width]
-        for c in range(values.shape[1]):
-            out[:, tap].addcmul_(values[:, c], window[:, c])
+    out = values.new_empty((values.shape[0], size * size, height, width))
+    starts, rows = _row_tiles(values)
+    for top in starts:
+        bottom = min(top + rows, height)
+        tile, tile_out = values[:, :, top:bottom], out[:, :, top:bottom]
+        for tap in range(size * size):
+            i, j = divmod(tap, size)
+            window = padded[:, :, top + i:bottom + i, j:j + width]
+            torch.mul(tile[:, 0], window[:, 0], out=tile_out[:, tap])
+            for c in range(1, values.shape[1]):
+                tile_out[:, tap].addcmul_(tile[:, c], window[:, c])
     return out
 
 

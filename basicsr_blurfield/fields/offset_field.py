@@ -2,7 +2,7 @@
 
 ``blurry(p) = 1/T * sum_t sharp(p + offsets_t(p))`` with bilinear interpolation (eq. 4) of the padded sharp image;
 offsets are ``(dx, dy)`` in pixels, time ordered; the sharp image is the middle instant. Blur runs one
-``grid_sample`` call for all ``T`` steps (``align_corners=True``; padding ``'replicate'`` -> ``'border'``,
+``grid_sample`` call per step, accumulated in place (``align_corners=True``; padding ``'replicate'`` -> ``'border'``,
 ``'reflect'`` -> ``'reflection'``, ``'zeros'`` -> ``'zeros'``, which equal bilinear sampling of the padded image).
 The adjoint is the transpose of bilinear sampling: every value is scattered with the same four weights onto the
 source pixels (padded corners mapped back to the pixel they copy). ``dense`` splats every trajectory point
@@ -163,14 +163,22 @@ class OffsetField(BlurField):
         return rows + self.offsets[:, :, 1], cols + self.offsets[:, :, 0]
 
     def blur(self, sharp: Tensor) -> Tensor:
-        """Blurs ``sharp`` (N, C, H, W) -> (N, C, H, W); differentiable in the image and the offsets."""
+        """Blurs ``sharp`` (N, C, H, W) -> (N, C, H, W); differentiable in the image and the offsets.
+
+        One ``grid_sample`` per step accumulated in place: memory ``O(N*C*H*W)`` plus one step's grid.
+        """
         self._check_image('sharp', sharp)
-        pos_y, pos_x = self._positions()
-        grid = torch.stack((pos_x * (2 / (self.width - 1)) - 1, pos_y * (2 / (self.height - 1)) - 1), -1)
-        grid = grid.view(self.batch, self.num_steps * self.height, self.width, 2)
-        warped = F.grid_sample(
-            sharp, grid, mode='bilinear', padding_mode=_GRID_SAMPLE_PADDING[self.padding], align_corners=True)
-        return warped.view(sharp.shape[:2] + (self.num_steps, self.height, self.width)).mean(2)
+        scale_x, scale_y = 2 / (self.width - 1), 2 / (self.height - 1)
+        cols = torch.arange(self.width, dtype=self.dtype, device=self.device) * scale_x - 1
+        rows = torch.arange(self.height, dtype=self.dtype, device=self.device)[:, None] * scale_y - 1
+        padding = _GRID_SAMPLE_PADDING[self.padding]
+        out = None
+        for step in range(self.num_steps):
+            shift_x, shift_y = self.offsets[:, step, 0] * scale_x, self.offsets[:, step, 1] * scale_y
+            grid = torch.stack((cols + shift_x, rows + shift_y), -1)
+            warped = F.grid_sample(sharp, grid, mode='bilinear', padding_mode=padding, align_corners=True)
+            out = warped if out is None else out.add_(warped)
+        return out.div_(self.num_steps)
 
     def adjoint(self, image: Tensor) -> Tensor:
         """Exact transpose of :meth:`blur` (bilinear scatter): (N, C, H, W) -> (N, C, H, W); differentiable."""

@@ -4,6 +4,7 @@ import torch
 from field_reference import per_pixel_blur, real_image, unfold_blur
 
 from basicsr_blurfield.fields import PADDING_MODES, KernelField, normalize_kernels
+from basicsr_blurfield.fields import _taps as taps
 from basicsr_blurfield.fields._taps import TapCorrelate, TapGather, TapScatter
 
 
@@ -61,6 +62,24 @@ def test_gradcheck_blur_in_image_and_kernels(padding):
     kernels = random_kernels(2, 3, 5, 4).requires_grad_()
     assert torch.autograd.gradcheck(lambda x, k: KernelField(k, padding, check=False).blur(x), (sharp, kernels))
     assert torch.autograd.gradcheck(lambda x, k: KernelField(k, padding, check=False).adjoint(x), (sharp, kernels))
+
+
+@pytest.mark.parametrize('padding', PADDING_MODES)
+def test_row_tiles_give_the_untiled_result_and_gradients(monkeypatch, padding):
+    gen = torch.Generator().manual_seed(6)
+    sharp = torch.rand(2, 3, 11, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    kernels = random_kernels(2, 5, 11, 7).requires_grad_()
+    y = torch.rand(2, 3, 11, 7, generator=gen, dtype=torch.float64)
+    expected = unfold_blur(sharp, kernels, padding)
+    expected_grads = torch.autograd.grad((expected * y).sum(), (sharp, kernels))
+    monkeypatch.setattr(taps, 'TILE_ELEMENTS', 2 * 3 * 7 * 3)  # tiles of 3 rows, the last one of 2
+    assert taps._row_tiles(sharp)[1] == 3
+    field = KernelField(kernels, padding, check=False)
+    blurry = field.blur(sharp)
+    assert torch.allclose(blurry, expected, atol=1e-12)
+    for got, want in zip(torch.autograd.grad((blurry * y).sum(), (sharp, kernels)), expected_grads):
+        assert torch.allclose(got, want, atol=1e-12)
+    assert torch.isclose((blurry * y).sum(), (sharp * field.adjoint(y)).sum(), rtol=1e-12)
 
 
 def test_gradgradcheck_of_the_tap_functions():
