@@ -79,7 +79,8 @@ def paired_entries(layout: str, root: str, split: str = 'train', list_file: str 
         lq = list_images(os.path.join(root, split))
         missing = [p for p in lq if os.path.basename(p) not in gt]
         if missing:
-            raise FileNotFoundError(f'HIDE: {len(missing)} blurry images have no GT of the same name, e.g. {missing[:5]}')
+            raise FileNotFoundError(f'HIDE: {len(missing)} blurry images have no GT of the same name, '
+                                    f'e.g. {missing[:5]}')
         pairs = [(os.path.join(split, p), gt[os.path.basename(p)]) for p in lq]
         keys = [key_of(p) for p in lq]
     elif layout == 'realblur':

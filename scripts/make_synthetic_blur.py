@@ -5,6 +5,7 @@ Output (``--out DIR``):
   DIR/blur/NAME.png    8-bit blurry crop: the stored field blurring the 8-bit sharp crop, then optional noise
   DIR/field/NAME.npz   the field (``basicsr_blurfield.fields.load_field``): BasisField or OffsetField, batch 1
   DIR/manifest.json    seed, every generator parameter, package versions, and per item its source and field type
+  DIR/plot/NAME.png    with --plots: sharp | blurry | the field's kernels drawn over the blurry image
 
 Item ``i`` is drawn from ``numpy.random.default_rng([seed, i])``: a source photo, a crop, a field type (ratios of
 ``--field-types``), the field, then the noise. The whole crop is blurred with the field's own ``blur`` and its
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from basicsr_blurfield.data.synthetic_blur_dataset import (FIELD_TYPES, REPRESENTATIONS, blur_with_field, degrade,
                                                           list_sharp_images, parse_field_ratios, synthesize_field)
-from basicsr_blurfield.fields import save_field
+from basicsr_blurfield.fields import draw_kernel_grid, save_field
 
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -131,6 +132,14 @@ def make_item(index: int, sources: list, params: dict, cache: dict) -> dict:
     return {'sharp': sharp8, 'blurry': blurry8, 'field': field, 'record': record}
 
 
+def plot_item(item: dict, kernel_size: int) -> np.ndarray:
+    """Sharp | blurry | kernels drawn over the blurry image (``draw_kernel_grid``), (H, 3 W + 8, 3) uint8 RGB."""
+    step = max(kernel_size + 3, item['sharp'].shape[0] // 6)
+    grid = draw_kernel_grid(item['blurry'], item['field'], step=step)
+    gap = np.full((item['sharp'].shape[0], 4, 3), 255, dtype=np.uint8)
+    return np.concatenate([item['sharp'], gap, item['blurry'], gap, grid], axis=1)
+
+
 def _manifest_params(args, sources) -> dict:
     return {
         'seed': args.seed,
@@ -172,7 +181,7 @@ def run(args) -> dict:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ValueError(f'{args.out} holds a dataset made with other options ({", ".join(changed)}); '
                              'expected the same options to resume, or a new --out')
-    for sub in ('sharp', 'blur', 'field'):
+    for sub in ('sharp', 'blur', 'field') + (('plot', ) if args.plots else ()):
         os.makedirs(os.path.join(args.out, sub), exist_ok=True)
     _atomic_write_bytes(manifest_path, json.dumps(dict(params, items=[]), indent=1).encode())
     gen_params = dict(params, field_types=args.field_types)
@@ -189,6 +198,8 @@ def run(args) -> dict:
         write_field(paths[1], item['field'])
         write_png(paths[2], item['blurry'])
         records.append(item['record'])
+        if args.plots:
+            write_png(os.path.join(args.out, 'plot', f'{name}.png'), plot_item(item, args.kernel_size))
     # items skipped on resume: their metadata is replayed cheaply (same rng draws up to the field type)
     for index, record in enumerate(records):
         if record is None:
@@ -219,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--size', type=int, default=256, help='crop size')
     parser.add_argument('--kernel-size', type=int, default=33, help='K, odd')
-    parser.add_argument('--field-types', type=parse_field_types, default={'region': 0.6, 'smooth': 0.2, 'linear': 0.2},
+    parser.add_argument('--field-types',
+                        type=parse_field_types,
+                        default={'region': 0.6, 'smooth': 0.2, 'linear': 0.2},
                         help='ratios, e.g. region=0.6,smooth=0.2,linear=0.2')
     parser.add_argument('--representation', choices=REPRESENTATIONS, default='basis')
     parser.add_argument('--max-regions', type=int, default=3)
@@ -229,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--gamma', type=float, default=1.0, help='blur in linear light x**gamma (1: off)')
     parser.add_argument('--noise', type=float, default=0.0, help='Gaussian noise std on [0, 1] images')
     parser.add_argument('--poisson-peak', type=float, default=None, help='Poisson noise: photons at white')
-    parser.add_argument('--lmdb', action='store_true', help='also write OUT/lmdb/blur.lmdb and OUT/lmdb/sharp.lmdb (rebuilt)')
+    parser.add_argument('--lmdb', action='store_true', help='also (re)build OUT/lmdb/blur.lmdb and OUT/lmdb/sharp.lmdb')
+    parser.add_argument('--plots', action='store_true', help='also write OUT/plot/NAME.png: sharp | blurry | kernels')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     return parser
 

@@ -221,8 +221,9 @@ class SyntheticBlurDataset(data.Dataset):
 
     Options (plain YAML values): ``dataroot_gt`` (folder or ``.lmdb`` of sharp images; absent or ``~``: the
     scikit-image photos), ``io_backend`` (``{type: disk}`` or ``{type: lmdb}``), ``gt_size`` (crop, default 256),
-    ``kernel_size`` (K, odd, default 33), ``use_hflip``, ``use_rot``, ``num_samples`` (virtual length) or
-    ``dataset_enlarge_ratio`` (length = images x ratio), ``seed`` (default 0), ``phase``, ``field_types`` (ratios,
+    ``kernel_size`` (K, odd, default 33), ``use_hflip``, ``use_rot``, ``num_samples`` (virtual length; default the
+    number of images; BasicSR's ``EnlargedSampler`` applies ``dataset_enlarge_ratio`` on top in training, and
+    repeated indices still give new draws), ``seed`` (default 0), ``phase``, ``field_types`` (ratios,
     default ``{region: 0.6, smooth: 0.2, linear: 0.2}``), ``field_representation`` (``basis`` | ``offset``),
     ``max_regions`` (3), ``min_region_area`` (400), ``basis_grid`` (3), ``num_steps`` (15), ``gamma`` (~ or 2.2),
     ``noise_std`` (~, float or [low, high]), ``poisson_peak`` (~ or photons at white).
@@ -261,7 +262,7 @@ class SyntheticBlurDataset(data.Dataset):
         self.max_regions = int(opt.get('max_regions', 3))
         self.basis_grid = int(opt.get('basis_grid', 3))
         self.num_basis = max(self.basis_grid**2, self.max_regions + 1)
-        self.num_samples = opt.get('num_samples') or len(self.paths) * int(opt.get('dataset_enlarge_ratio', 1))
+        self.num_samples = opt.get('num_samples') or len(self.paths)
         self.seed = int(opt.get('seed', 0))
         self.phase = opt.get('phase', 'train')
         self._draws = 0

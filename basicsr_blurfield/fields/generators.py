@@ -484,13 +484,14 @@ def random_camera_motion(height: int,
                          rng: RngLike,
                          max_displacement: float,
                          kind: str = 'smooth') -> CameraMotion:
-    """Random camera motion whose largest offset over the image is ``U(0.2, 1) * max_displacement`` pixels.
+    """Random camera motion whose largest offset component ``max(|dx|, |dy|)`` over the image and the exposure is
+    ``U(0.2, 1) * max_displacement`` pixels (so with ``K // 2`` every trajectory fits a K x K kernel).
 
     Args:
         height (int): H.
         width (int): W.
         rng (Generator | int): randomness.
-        max_displacement (float): bound on ``|offset|`` over all pixels and times (use ``K // 2`` so kernels fit).
+        max_displacement (float): bound on ``max(|dx|, |dy|)`` over all pixels and times (``K // 2``: kernels fit).
         kind (str): ``'smooth'`` (rotation + zoom + translation with curvature) or ``'linear'`` (no curvature:
             straight per-pixel segments, lengths and directions varying over the image).
 
@@ -501,14 +502,16 @@ def random_camera_motion(height: int,
         raise ValueError(f"kind: expected one of ('smooth', 'linear'), got {kind!r}")
     rng = as_rng(rng)
     center = (rng.uniform(-0.25, 1.25) * width, rng.uniform(-0.25, 1.25) * height)
-    # random share of rotation, zoom and translation, each in pixels at the image scale; curvature half as strong
-    share = rng.dirichlet((1.0, 1.0, 1.0))
+    # random shares of rotation, zoom and translation in pixels at the image scale (translation weaker, so the
+    # field varies over the image); curvature half as strong as the linear terms
+    share = rng.dirichlet((1.0, 1.0, 0.5))
     scale = float(max(height, width))
     rotation = share[0] * rng.normal(0, 1, 2) * (1.0, 0.5) / scale
     zoom = share[1] * rng.normal(0, 1, 2) * (1.0, 0.5) / scale
-    translation = share[2] * rng.normal(0, 1, (2, 2)) * np.array([[1.0], [0.5]])
+    translation = share[2] * rng.normal(0, 0.5, (2, 2)) * np.array([[1.0], [0.5]])
     motion = CameraMotion(center, rotation, zoom, translation, linear=kind == 'linear')
-    # probe the corners, edge midpoints and centre at the end instants, then scale to the drawn magnitude
+    # at each instant the offsets are affine in the pixel position, so their extremes over the image lie at the
+    # corners; probe corners, edge midpoints and centre at 9 instants and rescale to the drawn magnitude
     probe_x = np.array([0, width - 1, (width - 1) / 2])
     probe_y = np.array([0, height - 1, (height - 1) / 2])
     probes = np.stack(np.meshgrid(probe_x, probe_y), axis=-1).reshape(-1, 2)

@@ -134,10 +134,10 @@ def test_reads_sharp_images_from_a_folder_with_augmentation(tmp_path):
     for name in ('a.png', 'b.png'):
         cv2.imwrite(str(tmp_path / name), rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
     cv2.imwrite(str(tmp_path / 'grey.png'), rng.integers(0, 256, (50, 30), dtype=np.uint8))
-    dataset = build_dataset(_opt(dataroot_gt=str(tmp_path), dataset_enlarge_ratio=2, num_samples=None,
-                                 use_hflip=True, use_rot=True, phase='train'))
-    assert len(dataset) == 6
-    item = dataset[4]
+    dataset = build_dataset(_opt(dataroot_gt=str(tmp_path), num_samples=None, use_hflip=True, use_rot=True,
+                                 phase='train'))
+    assert len(dataset) == 3
+    item = dataset[1]
     assert item['gt_path'].startswith(str(tmp_path)) and item['gt'].shape == (3, 40, 40)
     sharp = cv2.imread(str(tmp_path / 'a.png'))[..., ::-1] / 255.0
     values = set(np.round(sharp.ravel() * 255).astype(int).tolist())

@@ -129,6 +129,7 @@ def test_errors_are_reported_not_exited(script, tmp_path, capsys):
     _write(tmp_path / 'p' / 'a.png', 1)
     assert script.main(['--layout', 'folder', '--input', str(tmp_path / 'p'), '--output', str(tmp_path / 'x')]) == 2
     assert 'ending with .lmdb' in capsys.readouterr().err
-    assert script.main(['--layout', 'folder', '--input', str(tmp_path / 'p'), '--output', str(tmp_path / 'x.lmdb')]) == 0
-    assert script.main(['--layout', 'folder', '--input', str(tmp_path / 'p'), '--output', str(tmp_path / 'x.lmdb')]) == 2
+    args = ['--layout', 'folder', '--input', str(tmp_path / 'p'), '--output', str(tmp_path / 'x.lmdb')]
+    assert script.main(args) == 0
+    assert script.main(args) == 2
     assert 'already exists' in capsys.readouterr().err
