@@ -228,7 +228,8 @@ class SyntheticBlurDataset(data.Dataset):
     ``max_regions`` (3), ``min_region_area`` (400), ``basis_grid`` (3), ``num_steps`` (15), ``gamma`` (~ or 2.2),
     ``noise_std`` (~, float or [low, high]), ``poisson_peak`` (~ or photons at white).
 
-    Items: ``lq``, ``gt`` (3, H, W) float32 RGB in [0, 1]; ``lq_path``, ``gt_path`` (str); ``weight`` (1, H, W)
+    Items: ``lq``, ``gt`` (3, H, W) float32 RGB in [0, 1]; ``lq_path``, ``gt_path`` (str: the source path with
+    ``_<index>`` appended to its stem, so saved validation images get distinct names); ``weight`` (1, H, W)
     (inverse region area, mean 1; all ones for smooth / linear fields); ``field_type`` (str); ``field_basis``
     (B, K, K) + ``field_mixing`` (B, H, W), or ``field_offsets`` (T, 2, H, W). Rebuild the batch's field with
     :func:`field_from_batch`.
@@ -330,14 +331,16 @@ class SyntheticBlurDataset(data.Dataset):
         blurry = degrade(blurry, rng, self.opt.get('noise_std'), self.opt.get('poisson_peak'))
         if gamma:
             blurry = blurry**(1.0 / float(gamma))
+        stem, ext = os.path.splitext(path)
+        name = f'{stem}_{index:06d}{ext}'
         inner = slice(margin, margin + self.gt_size)
         gt = sharp[inner, inner]
         labels = arrays['labels'][inner, inner]
         item = {
             'lq': torch.from_numpy(np.ascontiguousarray(blurry.transpose(2, 0, 1))),
             'gt': torch.from_numpy(np.ascontiguousarray(gt.transpose(2, 0, 1))),
-            'lq_path': f'{path}#{index}',
-            'gt_path': f'{path}#{index}',
+            'lq_path': name,
+            'gt_path': name,
             'weight': torch.from_numpy(gen.region_weights(labels))[None],
             'field_type': field_type,
         }

@@ -138,7 +138,7 @@ def test_reads_sharp_images_from_a_folder_with_augmentation(tmp_path):
                                  phase='train'))
     assert len(dataset) == 3
     item = dataset[1]
-    assert item['gt_path'].startswith(str(tmp_path)) and item['gt'].shape == (3, 40, 40)
+    assert item['gt_path'] == str(tmp_path / 'b_000001.png') and item['gt'].shape == (3, 40, 40)
     sharp = cv2.imread(str(tmp_path / 'a.png'))[..., ::-1] / 255.0
     values = set(np.round(sharp.ravel() * 255).astype(int).tolist())
     crop_values = set(np.round(dataset[0]['gt'].numpy().ravel() * 255).astype(int).tolist())
@@ -148,3 +148,33 @@ def test_reads_sharp_images_from_a_folder_with_augmentation(tmp_path):
 def test_missing_folder_is_reported():
     with pytest.raises(FileNotFoundError, match='expected a folder of sharp images'):
         SyntheticBlurDataset(_opt(dataroot_gt='/nonexistent/folder'))
+
+
+def test_yaml_options_build_a_basicsr_training_dataloader():
+    import yaml
+
+    from basicsr.data import build_dataloader
+
+    opt = yaml.safe_load("""
+    name: synthetic_train
+    type: SyntheticBlurDataset
+    phase: train
+    gt_size: 24
+    kernel_size: 7
+    num_samples: 4
+    min_region_area: 20
+    field_types: {region: 0.6, smooth: 0.2, linear: 0.2}
+    noise_std: [0.0, 0.02]
+    gamma: 2.2
+    use_hflip: true
+    use_rot: true
+    io_backend: {type: disk}
+    batch_size_per_gpu: 2
+    num_worker_per_gpu: 0
+    use_shuffle: true
+    dataset_enlarge_ratio: 1
+    """)
+    loader = build_dataloader(build_dataset(opt), opt, num_gpu=0, dist=False, sampler=None, seed=0)
+    batch = next(iter(loader))
+    assert batch['lq'].shape == (2, 3, 24, 24) and batch['field_mixing'].shape == (2, 9, 24, 24)
+    assert field_from_batch(batch).batch == 2
