@@ -48,8 +48,11 @@ QUICK = {
     'basis B=5 K=15 64 N=2': ('basis', dict(num=2, height=64, width=64, size=15, num_basis=5)),
     'offsets T=7 64 N=2': ('offsets', dict(num=2, height=64, width=64, steps=7)),
 }
-IMPLS = {'perpixel': ('tap loop (ours)', 'F.unfold'), 'basis': ('method=auto (ours)', 'B direct convs'),
-         'offsets': ('OffsetField (ours)', 'loop of grid_sample')}
+IMPLS = {
+    'perpixel': ('tap loop (ours)', 'F.unfold'),
+    'basis': ('method=auto (ours)', 'B direct convs'),
+    'offsets': ('OffsetField (ours)', 'loop of grid_sample')
+}
 
 
 def unfold_blur(sharp, kernels):
@@ -77,8 +80,8 @@ def loop_offset_blur(sharp, offsets):
     cols = torch.arange(width, dtype=sharp.dtype)
     out = 0
     for t in range(steps):
-        grid = torch.stack(((cols + offsets[:, t, 0]) * (2 / (width - 1)) - 1,
-                            (rows + offsets[:, t, 1]) * (2 / (height - 1)) - 1), -1)
+        grid = torch.stack(
+            ((cols + offsets[:, t, 0]) * (2 / (width - 1)) - 1, (rows + offsets[:, t, 1]) * (2 / (height - 1)) - 1), -1)
         out = out + F.grid_sample(sharp, grid, padding_mode='border', align_corners=True)
     return out / steps
 
@@ -100,8 +103,8 @@ def build(kind, sizes, requires_grad):
     if kind == 'perpixel':
         tensors = [normalize_kernels(torch.rand(num, sizes['size']**2, height, width, generator=gen), 1)]
     elif kind == 'basis':
-        basis = normalize_kernels(torch.rand(num, sizes['num_basis'], sizes['size'], sizes['size'], generator=gen),
-                                  (2, 3))
+        basis = normalize_kernels(
+            torch.rand(num, sizes['num_basis'], sizes['size'], sizes['size'], generator=gen), (2, 3))
         tensors = [basis, torch.softmax(torch.randn(num, sizes['num_basis'], height, width, generator=gen), 1)]
     else:
         tensors = [3 * torch.randn(num, sizes['steps'], 2, height, width, generator=gen)]
@@ -211,8 +214,10 @@ def main():
                 speed = f"{base['seconds'] / ours['seconds']:.2f}x"
                 ratio = f"{ours['peak_bytes'] / max(base['peak_bytes'], 1):.3f}"
             mode = 'fwd+bwd' if backward else 'fwd'
-            print(f'| {name} | {mode} | {IMPLS[kind][0]} | {" | ".join(fmt(ours))} | {IMPLS[kind][1]} | '
-                  f'{" | ".join(fmt(base))} | {speed} | {ratio} |', flush=True)
+            print(
+                f'| {name} | {mode} | {IMPLS[kind][0]} | {" | ".join(fmt(ours))} | {IMPLS[kind][1]} | '
+                f'{" | ".join(fmt(base))} | {speed} | {ratio} |',
+                flush=True)
 
 
 if __name__ == '__main__':

@@ -160,4 +160,3 @@ def unpad_adjoint(padded: Tensor, radius: int, padding: str) -> Tensor:
     cols = source_index(width, radius, padding, padded.device)
     out = padded.new_zeros(padded.shape[:-2] + (height, padded.shape[-1])).index_add(-2, rows, padded)
     return out.new_zeros(out.shape[:-1] + (width, )).index_add(-1, cols, out)
-

@@ -17,7 +17,6 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-
 TILE_ELEMENTS = 1 << 15
 
 

@@ -83,8 +83,9 @@ def deform_conv2d_torch(input: Tensor,
     check_tensor('input', input, 4, '(N, C_in, H, W)')
     check_tensor('weight', weight, 4, '(C_out, C_in / groups, kh, kw)')
     check_tensor('offset', offset, 4, '(N, 2 * G * kh * kw, H_out, W_out)')
-    (sh, sw), (ph, pw), (dh, dw) = _pair('stride', stride, 1), _pair('padding', padding, 0), _pair(
-        'dilation', dilation, 1)
+    sh, sw = _pair('stride', stride, 1)
+    ph, pw = _pair('padding', padding, 0)
+    dh, dw = _pair('dilation', dilation, 1)
     num, in_channels, height, width = input.shape
     out_channels, group_channels, kh, kw = weight.shape
     if group_channels < 1 or in_channels % group_channels or out_channels % (in_channels // group_channels):
@@ -116,8 +117,12 @@ def deform_conv2d_torch(input: Tensor,
         pos_y = rows + i * dh + shifts[:, :, tap, 0]
         pos_x = cols + j * dw + shifts[:, :, tap, 1]
         grid = torch.stack(((2 * pos_x + 1) / width - 1, (2 * pos_y + 1) / height - 1), -1)
-        sampled = F.grid_sample(grouped, grid.view(num * offset_groups, out_h, out_w, 2), mode='bilinear',
-                                padding_mode='zeros', align_corners=False)
+        sampled = F.grid_sample(
+            grouped,
+            grid.view(num * offset_groups, out_h, out_w, 2),
+            mode='bilinear',
+            padding_mode='zeros',
+            align_corners=False)
         sampled = sampled.view(num, offset_groups, in_channels // offset_groups, out_h, out_w)
         if mask is not None:
             sampled = sampled * mask.view(num, offset_groups, taps, 1, out_h, out_w)[:, :, tap]

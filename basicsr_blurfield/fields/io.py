@@ -47,6 +47,8 @@ def load_field(path: Union[str, os.PathLike], device: Union[str, torch.device] =
         name = str(archive['field_type'])
         if name not in FIELD_TYPES:
             raise ValueError(f'{path}: field_type expected one of {tuple(FIELD_TYPES)}, got {name!r}')
-        tensors = {key: torch.from_numpy(archive[key]).to(device) for key in archive.files
-                   if key not in ('field_type', 'padding')}
+        tensors = {
+            key: torch.from_numpy(archive[key]).to(device)
+            for key in archive.files if key not in ('field_type', 'padding')
+        }
         return FIELD_TYPES[name](**tensors, padding=str(archive['padding']))

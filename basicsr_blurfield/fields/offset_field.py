@@ -41,7 +41,8 @@ def trajectory_weights(num_steps: int, constraint: str) -> Tuple[Tensor, Tensor]
     if constraint not in CONSTRAINTS:
         raise ValueError(f'constraint: expected one of {CONSTRAINTS}, got {constraint!r}')
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 3 or num_steps % 2 == 0:
-        raise ValueError(f'num_steps: expected an odd int >= 3 (the middle step is the sharp instant), got {num_steps!r}')
+        raise ValueError(f'num_steps: expected an odd int >= 3 (the middle step is the sharp instant), '
+                         f'got {num_steps!r}')
     u = torch.linspace(-1, 1, num_steps, dtype=torch.float64)
     u[num_steps // 2] = 0
     if constraint == 'linear':

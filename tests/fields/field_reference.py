@@ -42,8 +42,8 @@ def per_pixel_blur(sharp: torch.Tensor, kernels: torch.Tensor, padding: str) -> 
             for x in range(width):
                 for i in range(size):
                     for j in range(size):
-                        out[n, :, y, x] += kernels[n, i, j, y, x] * read(sharp[n], y + i - radius, x + j - radius,
-                                                                         padding)
+                        value = read(sharp[n], y + i - radius, x + j - radius, padding)
+                        out[n, :, y, x] += kernels[n, i, j, y, x] * value
     return out
 
 
@@ -61,8 +61,9 @@ def bilinear_read(image: torch.Tensor, y: float, x: float, padding: str) -> torc
     """Bilinear interpolation of the padded (C, H, W) image at real position (y, x)."""
     y0, x0 = math.floor(y), math.floor(x)
     fy, fx = y - y0, x - x0
-    return ((1 - fy) * (1 - fx) * read(image, y0, x0, padding) + (1 - fy) * fx * read(image, y0, x0 + 1, padding)
-            + fy * (1 - fx) * read(image, y0 + 1, x0, padding) + fy * fx * read(image, y0 + 1, x0 + 1, padding))
+    top = (1 - fx) * read(image, y0, x0, padding) + fx * read(image, y0, x0 + 1, padding)
+    bottom = (1 - fx) * read(image, y0 + 1, x0, padding) + fx * read(image, y0 + 1, x0 + 1, padding)
+    return (1 - fy) * top + fy * bottom
 
 
 def offset_blur(sharp: torch.Tensor, offsets: torch.Tensor, padding: str) -> torch.Tensor:

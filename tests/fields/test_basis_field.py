@@ -9,7 +9,7 @@ from basicsr_blurfield.fields.basis_field import choose_method, fast_fft_length
 
 def random_basis_field(num, num_basis, size, height, width, padding='replicate', seed=0, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)
-    basis = normalize_kernels(torch.rand(num, num_basis, size, size, generator=gen, dtype=dtype) ** 4, (2, 3))
+    basis = normalize_kernels(torch.rand(num, num_basis, size, size, generator=gen, dtype=dtype)**4, (2, 3))
     mixing = torch.softmax(3 * torch.randn(num, num_basis, height, width, generator=gen, dtype=dtype), 1)
     return BasisField(basis, mixing, padding)
 
@@ -131,8 +131,9 @@ def test_validation_messages():
     basis, mixing = field.basis, field.mixing
     with pytest.raises(ValueError, match=r'basis: expected square kernels \(N, B, K, K\), got \(1, 2, 3, 1\)'):
         BasisField(basis[..., :1], mixing)
-    with pytest.raises(ValueError, match=r'mixing: expected \(1, 2, H, W\) to match basis \(1, 2, 3, 3\), got '
-                       r'\(1, 3, 5, 5\)'):
+    with pytest.raises(
+            ValueError, match=r'mixing: expected \(1, 2, H, W\) to match basis \(1, 2, 3, 3\), got '
+            r'\(1, 3, 5, 5\)'):
         BasisField(basis, torch.cat([mixing, mixing[:, :1]], 1))
     with pytest.raises(TypeError, match='mixing: expected dtype torch.float64'):
         BasisField(basis, mixing.float())

@@ -8,8 +8,16 @@ from basicsr_blurfield.fields import deform_conv2d
 from basicsr_blurfield.fields.deform import deform_conv2d_torch, torchvision_deform_conv2d
 
 
-def make_inputs(num=2, in_channels=4, out_channels=6, size=(6, 7), kernel=(3, 3), groups=1, offset_groups=1,
-                out_size=(6, 7), scale=2.0, seed=0):
+def make_inputs(num=2,
+                in_channels=4,
+                out_channels=6,
+                size=(6, 7),
+                kernel=(3, 3),
+                groups=1,
+                offset_groups=1,
+                out_size=(6, 7),
+                scale=2.0,
+                seed=0):
     gen = torch.Generator().manual_seed(seed)
     taps = kernel[0] * kernel[1]
     inp = torch.rand(num, in_channels, *size, generator=gen, dtype=torch.float64)
@@ -53,8 +61,8 @@ def test_zero_offsets_reduce_to_an_ordinary_convolution():
 def test_gradcheck_in_input_offset_weight_and_mask():
     inp, offset, weight, bias, mask = make_inputs(1, 2, 2, (4, 4), out_size=(4, 4), scale=0.0, seed=1)
     # keep samples away from integer positions, where bilinear interpolation is not differentiable
-    offset = offset + 0.3 + 0.4 * torch.rand(offset.shape, generator=torch.Generator().manual_seed(2),
-                                             dtype=torch.float64)
+    offset = offset + 0.3 + 0.4 * torch.rand(
+        offset.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     inputs = tuple(t.requires_grad_() for t in (inp, offset, weight, bias, mask))
     assert torch.autograd.gradcheck(lambda *a: deform_conv2d_torch(*a[:4], 1, 1, 1, a[4]), inputs)
 
@@ -70,8 +78,9 @@ def test_uses_the_pure_torch_path_when_torchvision_ops_are_unavailable():
 
 def test_validation_messages():
     inp, offset, weight, bias, mask = make_inputs()
-    with pytest.raises(ValueError, match=r'offset: expected \(2, 2 \* G \* 9, 6, 7\) with G dividing C_in=4, '
-                       r'got \(2, 18, 5, 7\)'):
+    with pytest.raises(
+            ValueError, match=r'offset: expected \(2, 2 \* G \* 9, 6, 7\) with G dividing C_in=4, '
+            r'got \(2, 18, 5, 7\)'):
         deform_conv2d(inp, offset[:, :, :5], weight, padding=1)
     with pytest.raises(ValueError, match=r'mask: expected \(2, 9, 6, 7\), got \(2, 8, 6, 7\)'):
         deform_conv2d(inp, offset, weight, padding=1, mask=mask[:, :8])

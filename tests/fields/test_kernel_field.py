@@ -10,7 +10,7 @@ from basicsr_blurfield.fields._taps import TapCorrelate, TapGather, TapScatter
 
 def random_kernels(num, size, height, width, seed=0, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)
-    return normalize_kernels(torch.rand(num, size * size, height, width, generator=gen, dtype=dtype) ** 3, 1)
+    return normalize_kernels(torch.rand(num, size * size, height, width, generator=gen, dtype=dtype)**3, 1)
 
 
 @pytest.mark.parametrize('padding', PADDING_MODES)
@@ -173,7 +173,9 @@ def test_validation_messages():
     with pytest.raises(ValueError, match=r"padding: expected one of \('replicate', 'reflect', 'zeros'\), got 'edge'"):
         KernelField(good, 'edge')
     field = KernelField(good)
-    with pytest.raises(ValueError, match=r'sharp: expected shape \(1, C, 5, 5\) to match the field, got \(1, 3, 5, 6\)'):
+    with pytest.raises(
+            ValueError, match=r'sharp: expected shape \(1, C, 5, 5\) to match the field, '
+            r'got \(1, 3, 5, 6\)'):
         field.blur(torch.rand(1, 3, 5, 6, dtype=torch.float64))
     with pytest.raises(ValueError, match=r'image: expected shape \(1, C, 5, 5\)'):
         field.adjoint(torch.rand(2, 3, 5, 5, dtype=torch.float64))
@@ -189,8 +191,8 @@ def test_validation_messages():
 
 def test_check_false_accepts_unnormalised_kernels():
     field = KernelField(torch.ones(1, 9, 4, 4, dtype=torch.float64), check=False)
-    assert torch.allclose(field.blur(torch.ones(1, 1, 4, 4, dtype=torch.float64)), torch.full((1, 1, 4, 4), 9.0,
-                                                                                               dtype=torch.float64))
+    assert torch.allclose(
+        field.blur(torch.ones(1, 1, 4, 4, dtype=torch.float64)), torch.full((1, 1, 4, 4), 9.0, dtype=torch.float64))
 
 
 def test_normalize_kernels_clamps_and_divides_by_the_sum():

@@ -26,8 +26,9 @@ def test_blur_matches_pixel_loop_reference(scale, channels, padding):
 @pytest.mark.parametrize('padding', PADDING_MODES)
 def test_blur_matches_pixel_loop_reference_on_a_real_image(padding):
     sharp = real_image(3, size=(8, 9))
-    field = OffsetField.from_endpoints(random_offsets(1, 1, 8, 9, 2.0)[:, 0], random_offsets(1, 1, 8, 9, 2.0, 1)[:, 0],
-                                       5, 'quadratic', padding)
+    field = OffsetField.from_endpoints(
+        random_offsets(1, 1, 8, 9, 2.0)[:, 0],
+        random_offsets(1, 1, 8, 9, 2.0, 1)[:, 0], 5, 'quadratic', padding)
     assert torch.allclose(field.blur(sharp), offset_blur(sharp, field.offsets, padding), atol=1e-12)
 
 
@@ -147,15 +148,18 @@ def test_validation_messages():
         OffsetField(offsets[..., :1, :])
     with pytest.raises(ValueError, match='offsets: expected finite values'):
         OffsetField(offsets / 0)
-    with pytest.raises(ValueError, match=r"constraint: expected one of \('linear', 'bilinear', 'quadratic'\), "
-                       "got 'cubic'"):
+    with pytest.raises(
+            ValueError, match=r"constraint: expected one of \('linear', 'bilinear', 'quadratic'\), "
+            "got 'cubic'"):
         OffsetField.from_endpoints(offsets[:, 0], offsets[:, 1], 5, 'cubic')
     with pytest.raises(ValueError, match=r'num_steps: expected an odd int >= 3 .* got 4'):
         OffsetField.from_endpoints(offsets[:, 0], offsets[:, 1], 4, 'quadratic')
     with pytest.raises(ValueError, match="end: expected None for constraint='linear'"):
         OffsetField.from_endpoints(offsets[:, 0], offsets[:, 1], 5, 'linear')
-    with pytest.raises(ValueError, match=r"end: expected a tensor of the shape of start \(1, 2, 4, 5\) for "
-                       r"constraint='quadratic', got NoneType"):
+    with pytest.raises(
+            ValueError,
+            match=r"end: expected a tensor of the shape of start \(1, 2, 4, 5\) for "
+            r"constraint='quadratic', got NoneType"):
         OffsetField.from_endpoints(offsets[:, 0], None, 5, 'quadratic')
     with pytest.raises(ValueError, match=r'kernel_size: expected a kernel no larger than the image \(4x5\)'):
         OffsetField(offsets * 10).dense()

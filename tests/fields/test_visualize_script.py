@@ -34,5 +34,6 @@ def test_script_draws_kernels_and_trajectories(tmp_path):
     assert drawn_k.shape == (24, 20, 3) and drawn_t.shape == (24, 20, 3)
     assert drawn_k.max() > 200 and drawn_k.min() < 100  # yellow kernel taps on a darkened photo
     assert drawn_t.std() > 5 and (drawn_t[:, :, 0].astype(int) - drawn_t[:, :, 2]).max() > 100  # coloured curves
-    assert script.main([str(tmp_path / 'photo.png'), str(tmp_path / 'kernels.npz'), '-o', out_k, '--mode',
-                        'trajectories']) == 2
+    assert script.main(
+        [str(tmp_path / 'photo.png'),
+         str(tmp_path / 'kernels.npz'), '-o', out_k, '--mode', 'trajectories']) == 2
