@@ -453,6 +453,28 @@ class CameraMotion:
         return CameraMotion(self.center, [a * factor for a in self.rotation], [z * factor for z in self.zoom],
                             self.translation * factor, self.linear)
 
+    def affine(self, times: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """At each time the offsets are affine in the position: ``offset(p, s) = A(s) (p - c) + b(s)``.
+
+        Args:
+            times (ndarray): (S,) times in ``[-1/2, 1/2]``.
+
+        Returns:
+            tuple: ``A`` (S, 2, 2) and ``b`` (S, 2), float64, acting on ``(x, y)``.
+        """
+        s = np.asarray(times, dtype=np.float64)
+        if self.linear:
+            a, z = self.rotation[0], self.zoom[0]
+            matrix = s[:, None, None] * np.array([[z, -a], [a, z]])
+            return matrix, s[:, None] * self.translation[0][None]
+        theta = self.rotation[0] * s + self.rotation[1] * s * s
+        zoom = 1.0 + self.zoom[0] * s + self.zoom[1] * s * s
+        cos, sin = np.cos(theta), np.sin(theta)
+        matrix = zoom[:, None, None] * np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], 1)
+        matrix = matrix - np.eye(2)[None]
+        shift = s[:, None] * self.translation[0][None] + (s * s)[:, None] * self.translation[1][None]
+        return matrix, shift
+
     def offsets(self, points: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Offsets of points at given times.
 
@@ -463,20 +485,9 @@ class CameraMotion:
         Returns:
             ndarray: (S, P, 2) offsets ``(dx, dy)``; zero at ``s = 0``.
         """
-        s = np.asarray(times, dtype=np.float64)[:, None]
-        rel = np.asarray(points, dtype=np.float64)[None] - self.center
-        if self.linear:
-            a, z = self.rotation[0], self.zoom[0]
-            vx = z * rel[..., 0] - a * rel[..., 1] + self.translation[0][0]
-            vy = a * rel[..., 0] + z * rel[..., 1] + self.translation[0][1]
-            return np.stack([s * vx, s * vy], axis=-1)
-        theta = self.rotation[0] * s + self.rotation[1] * s * s
-        zoom = 1.0 + self.zoom[0] * s + self.zoom[1] * s * s
-        cos, sin = np.cos(theta), np.sin(theta)
-        x = zoom * (cos * rel[..., 0] - sin * rel[..., 1])
-        y = zoom * (sin * rel[..., 0] + cos * rel[..., 1])
-        shift = self.translation[0][None, None] * s[..., None] + self.translation[1][None, None] * (s * s)[..., None]
-        return np.stack([x, y], axis=-1) - rel + shift
+        matrix, shift = self.affine(times)
+        rel = np.asarray(points, dtype=np.float64) - self.center
+        return np.einsum('sij,pj->spi', matrix, rel) + shift[:, None]
 
 
 def random_camera_motion(height: int,
@@ -537,10 +548,15 @@ def motion_offsets(motion: CameraMotion, height: int, width: int, num_steps: int
     Returns:
         ndarray: (T, 2, H, W) float32 offsets ``(dx, dy)`` in pixels.
     """
-    ys, xs = np.mgrid[:height, :width]
-    points = np.stack([xs.ravel(), ys.ravel()], axis=1)
-    off = motion.offsets(points, np.linspace(-0.5, 0.5, num_steps))
-    return off.reshape(num_steps, height, width, 2).transpose(0, 3, 1, 2).astype(np.float32)
+    matrix, shift = motion.affine(np.linspace(-0.5, 0.5, num_steps))
+    matrix, shift = matrix.astype(np.float32), shift.astype(np.float32)
+    rel_x = (np.arange(width, dtype=np.float64) - motion.center[0]).astype(np.float32)[None, None, :]
+    rel_y = (np.arange(height, dtype=np.float64) - motion.center[1]).astype(np.float32)[None, :, None]
+    out = np.empty((num_steps, 2, height, width), dtype=np.float32)
+    for i in range(2):
+        out[:, i] = (matrix[:, i, 0, None, None] * rel_x + matrix[:, i, 1, None, None] * rel_y +
+                     shift[:, i, None, None])
+    return out
 
 
 def motion_kernel(motion: CameraMotion, point: Tuple[float, float], size: int, num_samples: int = 64) -> np.ndarray:

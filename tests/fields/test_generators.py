@@ -187,3 +187,25 @@ def test_pad_basis_adds_zero_weight_identity_kernels():
     assert not pm[2:].any()
     with pytest.raises(ValueError, match='expected >= 2'):
         gen.pad_basis(basis, mixing, 1)
+
+
+@pytest.mark.parametrize('kind', ['smooth', 'linear'])
+def test_dense_offsets_match_the_pointwise_motion_model(kind):
+    motion = gen.random_camera_motion(12, 15, 9, max_displacement=5.0, kind=kind)
+    ys, xs = np.mgrid[:12, :15]
+    points = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    times = np.linspace(-0.5, 0.5, 5)
+    pointwise = motion.offsets(points, times).reshape(5, 12, 15, 2).transpose(0, 3, 1, 2)
+    assert np.allclose(gen.motion_offsets(motion, 12, 15, 5), pointwise, atol=1e-5)
+    # against the closed form of the model, p(s) = c + (1 + z(s)) R(theta(s)) (p - c) + t(s)
+    s, p = times[-1], points[17].astype(np.float64)
+    rel = p - motion.center
+    if kind == 'linear':
+        a, z = motion.rotation[0], motion.zoom[0]
+        expected = s * (z * rel + a * np.array([-rel[1], rel[0]]) + motion.translation[0])
+    else:
+        theta = motion.rotation[0] * s + motion.rotation[1] * s * s
+        zoom = 1 + motion.zoom[0] * s + motion.zoom[1] * s * s
+        rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+        expected = zoom * rot @ rel - rel + motion.translation[0] * s + motion.translation[1] * s * s
+    assert np.allclose(pointwise[-1, :, 1, 2], expected)
