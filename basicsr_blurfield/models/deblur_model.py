@@ -7,8 +7,10 @@ deblurrer): ``reblur_opt.loss_weight * dist(field.blur(restored), blurry)``, whe
 * from the generator itself when it estimates one (``net_g.estimates_field = True``; then
   ``net_g(lq, return_field=True)`` returns ``(restored, field)``), as UFPNet does.
 
-The weight is applied once (the published UFPNet code applies its 0.01 twice). Inputs are padded to the network's
-``size_multiple`` and outputs cropped back, so any image size works. Networks that return a list of images (MPRNet
+The weight is applied once (the published UFPNet code applies its 0.01 twice). Our networks take any image size
+themselves (each pads inside with its published padding mode and crops back), so the model leaves them alone; for
+other BasicSR archs that need sizes divisible by N, the option ``pad_to_multiple: N`` pads the input (reflection)
+and crops the output back. Networks that return a list of images (MPRNet
 stages, MIMO-UNet scales) get the pixel loss on every element against the ground truth resized to its size; the
 final image is the largest element (the first one among equal sizes).
 
@@ -52,7 +54,7 @@ def _crop_scaled(image: torch.Tensor, size: tuple, padded_height: int) -> torch.
 class DeblurModel(BlurFieldBaseModel):
     """Paired deblurring with a pixel loss, optional re-blur loss, EMA, gradient clipping and padding.
 
-    Options: ``network_g``; optional ``network_k`` (+ ``path.pretrain_network_k``, ``train.freeze_network_k``, default
+    Options: ``network_g``; ``pad_to_multiple`` (default 1: no padding by the model); optional ``network_k`` (+ ``path.pretrain_network_k``, ``train.freeze_network_k``, default
     true); ``train.pixel_opt`` (e.g. ``PSNRLoss``), ``train.reblur_opt`` (``ReblurLoss``), ``train.ema_decay``,
     ``train.use_grad_clip``, ``train.optim_g``, ``train.scheduler``; ``val.metrics`` as in BasicSR.
     """
@@ -75,7 +77,10 @@ class DeblurModel(BlurFieldBaseModel):
 
     @property
     def size_multiple(self) -> int:
-        return int(getattr(self.get_bare_model(self.net_g), 'size_multiple', 1))
+        multiple = self.opt.get('pad_to_multiple', 1)
+        if not isinstance(multiple, int) or multiple < 1:
+            raise ValueError(f'pad_to_multiple: expected a positive integer, got {multiple!r}')
+        return multiple
 
     def init_training_settings(self):
         self.net_g.train()
@@ -117,7 +122,7 @@ class DeblurModel(BlurFieldBaseModel):
         self.weight = data['weight'].to(self.device) if 'weight' in data else None
 
     def run_network(self, net, lq: torch.Tensor, with_field: bool = False):
-        """Runs ``net`` on ``lq`` padded to the size multiple; returns (output cropped back, field or None).
+        """Runs ``net`` on ``lq`` padded to ``pad_to_multiple``; returns (output cropped back, field or None).
 
         The field (when asked for) comes from ``network_k`` on the unpadded input, or from ``net`` itself; networks
         that estimate a field take any input size themselves and return a field of the input size, so they are not

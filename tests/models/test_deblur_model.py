@@ -77,11 +77,28 @@ def test_multi_output_backbone_gets_a_loss_per_output_and_returns_the_full_size_
     assert model.output.shape == (1, 3, 21, 27)
 
 
-def test_odd_sizes_are_padded_for_the_network_and_cropped_back():
+def test_odd_sizes_work_and_pad_to_multiple_pads_for_networks_that_need_it():
     model = build_model(model_option(NAFNET))
     model.feed_data(batch(size=(1, 3, 37, 45)))
     model.test()
     assert model.output.shape == (1, 3, 37, 45)
+
+    class NeedsMultipleOf8(torch.nn.Module):
+
+        def forward(self, x):
+            assert x.shape[-2] % 8 == 0 and x.shape[-1] % 8 == 0, f'got {tuple(x.shape)}'
+            return x * 2
+
+    model = build_model(model_option(NAFNET, pad_to_multiple=8))
+    model.net_g = NeedsMultipleOf8()
+    data = batch(size=(1, 3, 37, 45))
+    model.feed_data(data)
+    model.test()
+    assert torch.equal(model.output, data['lq'] * 2)
+    model = build_model(model_option(NAFNET, pad_to_multiple=0))
+    model.feed_data(data)
+    with pytest.raises(ValueError, match='pad_to_multiple: expected a positive integer'):
+        model.test()
 
 
 def test_gradient_clipping_bounds_an_sgd_step():
