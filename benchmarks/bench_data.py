@@ -20,10 +20,20 @@ from basicsr_blurfield.data.kernel_dataset import KernelDataset
 from basicsr_blurfield.data.synthetic_blur_dataset import SyntheticBlurDataset
 
 MIXES = {
-    'mix 0.6/0.2/0.2': {'region': 0.6, 'smooth': 0.2, 'linear': 0.2},
-    'region': {'region': 1.0},
-    'smooth': {'smooth': 1.0},
-    'linear': {'linear': 1.0},
+    'mix 0.6/0.2/0.2': {
+        'region': 0.6,
+        'smooth': 0.2,
+        'linear': 0.2
+    },
+    'region': {
+        'region': 1.0
+    },
+    'smooth': {
+        'smooth': 1.0
+    },
+    'linear': {
+        'linear': 1.0
+    },
 }
 
 
@@ -68,20 +78,32 @@ def main() -> None:
             ratios = MIXES[mix]
             if args.representation == 'offset' and 'region' in ratios:
                 continue
-            opt = {'phase': 'train', 'gt_size': 256, 'kernel_size': kernel_size, 'num_samples': 100000, 'seed': 0,
-                   'field_types': ratios, 'field_representation': args.representation, 'use_hflip': True,
-                   'use_rot': True}
+            opt = {
+                'phase': 'train',
+                'gt_size': 256,
+                'kernel_size': kernel_size,
+                'num_samples': 100000,
+                'seed': 0,
+                'field_types': ratios,
+                'field_representation': args.representation,
+                'use_hflip': True,
+                'use_rot': True
+            }
             dataset = SyntheticBlurDataset(opt)
             for workers in args.workers:
                 result = measure(dataset, workers, args.samples)
-                print(f'| SyntheticBlurDataset 256x256 {args.representation} | {mix} | {kernel_size} | {workers} | '
-                      f'{result["rate"]:.1f} | {result["cpu_ms"]:.1f} | {result["idle_rate"]:.0f} |', flush=True)
+                print(
+                    f'| SyntheticBlurDataset 256x256 {args.representation} | {mix} | {kernel_size} | {workers} | '
+                    f'{result["rate"]:.1f} | {result["cpu_ms"]:.1f} | {result["idle_rate"]:.0f} |',
+                    flush=True)
     for kernel_size in args.kernel_sizes:
         dataset = KernelDataset({'phase': 'train', 'kernel_size': kernel_size, 'num_samples': 100000})
         for workers in args.workers:
             result = measure(dataset, workers, 20 * args.samples, batch_size=64)
-            print(f'| KernelDataset | shake 0.8 / linear 0.2 | {kernel_size} | {workers} | {result["rate"]:.0f} | '
-                  f'{result["cpu_ms"]:.2f} | {result["idle_rate"]:.0f} |', flush=True)
+            print(
+                f'| KernelDataset | shake 0.8 / linear 0.2 | {kernel_size} | {workers} | {result["rate"]:.0f} | '
+                f'{result["cpu_ms"]:.2f} | {result["idle_rate"]:.0f} |',
+                flush=True)
 
 
 if __name__ == '__main__':

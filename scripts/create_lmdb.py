@@ -36,8 +36,10 @@ def list_images(root: str) -> List[str]:
     """Image paths relative to ``root`` (recursive, sorted)."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f'expected an image folder, got {root!r}')
-    found = [os.path.relpath(os.path.join(folder, name), root) for folder, _, files in os.walk(root)
-             for name in files if name.lower().endswith(IMAGE_EXTENSIONS)]
+    found = [
+        os.path.relpath(os.path.join(folder, name), root) for folder, _, files in os.walk(root) for name in files
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    ]
     return sorted(found)
 
 
@@ -55,8 +57,12 @@ def _unique(keys: List[str], what: str) -> None:
         raise ValueError(f'{what}: expected unique keys, got duplicates {duplicated[:5]}')
 
 
-def paired_entries(layout: str, root: str, split: str = 'train', list_file: str = None,
-                   lq_subfolder: str = 'blur', gt_subfolder: str = 'sharp') -> Tuple[List[str], List[str], List[str]]:
+def paired_entries(layout: str,
+                   root: str,
+                   split: str = 'train',
+                   list_file: str = None,
+                   lq_subfolder: str = 'blur',
+                   gt_subfolder: str = 'sharp') -> Tuple[List[str], List[str], List[str]]:
     """Finds the pairs of a layout.
 
     Args:
@@ -125,8 +131,14 @@ def write_lmdb(root: str, lmdb_path: str, paths: List[str], keys: List[str], com
     make_lmdb_from_imgs(root, lmdb_path, paths, keys, compress_level=compress_level, map_size=map_size)
 
 
-def create(layout: str, root: str, output: str, split: str = 'train', list_file: str = None,
-           lq_subfolder: str = 'blur', gt_subfolder: str = 'sharp', compress_level: int = 1) -> List[str]:
+def create(layout: str,
+           root: str,
+           output: str,
+           split: str = 'train',
+           list_file: str = None,
+           lq_subfolder: str = 'blur',
+           gt_subfolder: str = 'sharp',
+           compress_level: int = 1) -> List[str]:
     """Writes the lmdb(s) of a layout; returns the written ``.lmdb`` paths."""
     if layout not in LAYOUTS:
         raise ValueError(f'layout: expected one of {LAYOUTS}, got {layout!r}')

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from basicsr_blurfield.data.synthetic_blur_dataset import (FIELD_TYPES, REPRESENTATIONS, blur_with_field, degrade,
-                                                          list_sharp_images, parse_field_ratios, synthesize_field)
+                                                           list_sharp_images, parse_field_ratios, synthesize_field)
 from basicsr_blurfield.fields import draw_kernel_grid, save_field
 
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -86,9 +86,15 @@ def package_versions() -> dict:
     import torch
 
     import basicsr_blurfield
-    return {'python': sys.version.split()[0], 'numpy': np.__version__, 'torch': torch.__version__,
-            'opencv': cv2.__version__, 'scikit-image': skimage.__version__, 'basicsr': basicsr.__version__,
-            'basicsr_blurfield': basicsr_blurfield.__version__}
+    return {
+        'python': sys.version.split()[0],
+        'numpy': np.__version__,
+        'torch': torch.__version__,
+        'opencv': cv2.__version__,
+        'scikit-image': skimage.__version__,
+        'basicsr': basicsr.__version__,
+        'basicsr_blurfield': basicsr_blurfield.__version__
+    }
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -158,10 +164,12 @@ def _manifest_params(args, sources) -> dict:
         'noise_std': args.noise,
         'poisson_peak': args.poisson_peak,
         'padding': 'replicate',
-        'generators': {'shake_kernel': 'random_shake_kernel(length_range=(0.2, 3.0), exposure_range=(0.5, 1.0), '
-                                       'num_steps=256)',
-                       'region_field': 'region_field(min_regions=1, area_range=(0.05, 0.35))',
-                       'camera_motion': 'random_camera_motion(max_displacement=kernel_size // 2)'},
+        'generators': {
+            'shake_kernel': 'random_shake_kernel(length_range=(0.2, 3.0), exposure_range=(0.5, 1.0), '
+            'num_steps=256)',
+            'region_field': 'region_field(min_regions=1, area_range=(0.05, 0.35))',
+            'camera_motion': 'random_camera_motion(max_displacement=kernel_size // 2)'
+        },
     }
 
 
@@ -188,8 +196,11 @@ def run(args) -> dict:
     cache, records = {}, []
     for index in tqdm(range(args.count), desc='synthetic blur', unit='item', disable=args.quiet):
         name = f'{index:06d}'
-        paths = [os.path.join(args.out, 'sharp', f'{name}.png'), os.path.join(args.out, 'field', f'{name}.npz'),
-                 os.path.join(args.out, 'blur', f'{name}.png')]
+        paths = [
+            os.path.join(args.out, 'sharp', f'{name}.png'),
+            os.path.join(args.out, 'field', f'{name}.npz'),
+            os.path.join(args.out, 'blur', f'{name}.png')
+        ]
         if all(os.path.isfile(p) for p in paths):
             records.append(None)
             continue
@@ -230,10 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--size', type=int, default=256, help='crop size')
     parser.add_argument('--kernel-size', type=int, default=33, help='K, odd')
-    parser.add_argument('--field-types',
-                        type=parse_field_types,
-                        default={'region': 0.6, 'smooth': 0.2, 'linear': 0.2},
-                        help='ratios, e.g. region=0.6,smooth=0.2,linear=0.2')
+    parser.add_argument(
+        '--field-types',
+        type=parse_field_types,
+        default={
+            'region': 0.6,
+            'smooth': 0.2,
+            'linear': 0.2
+        },
+        help='ratios, e.g. region=0.6,smooth=0.2,linear=0.2')
     parser.add_argument('--representation', choices=REPRESENTATIONS, default='basis')
     parser.add_argument('--max-regions', type=int, default=3)
     parser.add_argument('--min-region-area', type=int, default=400)
@@ -251,8 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.count < 1 or args.kernel_size % 2 == 0 or args.kernel_size > args.size:
-        print(f'error: expected --count >= 1 and an odd --kernel-size <= --size, got {args.count}, '
-              f'{args.kernel_size}, {args.size}', file=sys.stderr)
+        print(
+            f'error: expected --count >= 1 and an odd --kernel-size <= --size, got {args.count}, '
+            f'{args.kernel_size}, {args.size}',
+            file=sys.stderr)
         return 2
     try:
         run(args)

@@ -71,8 +71,10 @@ def list_sharp_images(root: Optional[str], backend: str = 'disk') -> list:
             return [os.path.splitext(line.split(' ')[0])[0] for line in f.read().splitlines() if line.strip()]
     if not os.path.isdir(root):
         raise FileNotFoundError(f'dataroot_gt: expected a folder of sharp images, got {root!r}')
-    found = [os.path.join(folder, name) for folder, _, files in os.walk(root) for name in files
-             if name.lower().endswith(_IMAGE_EXTENSIONS)]
+    found = [
+        os.path.join(folder, name) for folder, _, files in os.walk(root) for name in files
+        if name.lower().endswith(_IMAGE_EXTENSIONS)
+    ]
     if not found:
         raise ValueError(f'dataroot_gt: expected images ({", ".join(_IMAGE_EXTENSIONS)}) under {root!r}, found none')
     return sorted(found)
@@ -80,8 +82,15 @@ def list_sharp_images(root: Optional[str], backend: str = 'disk') -> list:
 
 def parse_field_ratios(ratios: Optional[dict], representation: str) -> Tuple[Tuple[str, ...], np.ndarray]:
     """Validates ``field_types`` ratios for a representation; returns the types drawn and their probabilities."""
-    ratios = dict(ratios or ({'region': 0.6, 'smooth': 0.2, 'linear': 0.2} if representation == 'basis' else
-                             {'smooth': 0.5, 'linear': 0.5}))
+    ratios = dict(
+        ratios or ({
+            'region': 0.6,
+            'smooth': 0.2,
+            'linear': 0.2
+        } if representation == 'basis' else {
+            'smooth': 0.5,
+            'linear': 0.5
+        }))
     unknown = sorted(set(ratios) - set(FIELD_TYPES))
     if unknown:
         raise ValueError(f'field_types: expected keys among {FIELD_TYPES}, got {unknown}')

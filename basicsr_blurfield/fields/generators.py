@@ -400,6 +400,7 @@ def region_field(height: int,
     rng = as_rng(rng)
     kernel_size = _check_kernel_size(kernel_size)
     if kernel_fn is None:
+
         def kernel_fn(g):
             return random_shake_kernel(kernel_size, g)
 
@@ -554,8 +555,8 @@ def motion_offsets(motion: CameraMotion, height: int, width: int, num_steps: int
     rel_y = (np.arange(height, dtype=np.float64) - motion.center[1]).astype(np.float32)[None, :, None]
     out = np.empty((num_steps, 2, height, width), dtype=np.float32)
     for i in range(2):
-        out[:, i] = (matrix[:, i, 0, None, None] * rel_x + matrix[:, i, 1, None, None] * rel_y +
-                     shift[:, i, None, None])
+        out[:, i] = (
+            matrix[:, i, 0, None, None] * rel_x + matrix[:, i, 1, None, None] * rel_y + shift[:, i, None, None])
     return out
 
 

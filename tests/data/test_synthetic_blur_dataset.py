@@ -14,8 +14,16 @@ R = K // 2
 
 
 def _opt(**extra):
-    opt = {'name': 'synthetic', 'type': 'SyntheticBlurDataset', 'phase': 'val', 'gt_size': 40, 'kernel_size': K,
-           'num_samples': 6, 'min_region_area': 40, 'seed': 3}
+    opt = {
+        'name': 'synthetic',
+        'type': 'SyntheticBlurDataset',
+        'phase': 'val',
+        'gt_size': 40,
+        'kernel_size': K,
+        'num_samples': 6,
+        'min_region_area': 40,
+        'seed': 3
+    }
     opt.update(extra)
     return opt
 
@@ -114,7 +122,7 @@ def test_mixed_types_collate_into_one_basis_field_batch():
 def test_gamma_blurs_in_linear_light():
     item = SyntheticBlurDataset(_opt(gamma=2.2, field_types={'region': 1.0}))[0]
     field = field_from_batch(item)
-    expected = field.blur(item['gt'][None] ** 2.2)[0] ** (1 / 2.2)
+    expected = field.blur(item['gt'][None]**2.2)[0]**(1 / 2.2)
     assert torch.allclose(_inner(item['lq']), _inner(expected), atol=1e-4)
     assert not torch.allclose(_inner(item['lq']), _inner(field.blur(item['gt'][None])[0]), atol=1e-3)
 
@@ -134,8 +142,8 @@ def test_reads_sharp_images_from_a_folder_with_augmentation(tmp_path):
     for name in ('a.png', 'b.png'):
         cv2.imwrite(str(tmp_path / name), rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
     cv2.imwrite(str(tmp_path / 'grey.png'), rng.integers(0, 256, (50, 30), dtype=np.uint8))
-    dataset = build_dataset(_opt(dataroot_gt=str(tmp_path), num_samples=None, use_hflip=True, use_rot=True,
-                                 phase='train'))
+    dataset = build_dataset(
+        _opt(dataroot_gt=str(tmp_path), num_samples=None, use_hflip=True, use_rot=True, phase='train'))
     assert len(dataset) == 3
     item = dataset[1]
     assert item['gt_path'] == str(tmp_path / 'b_000001.png') and item['gt'].shape == (3, 40, 40)

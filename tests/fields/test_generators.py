@@ -103,8 +103,8 @@ def test_region_weights_are_inverse_area_with_mean_one():
 
 
 def test_region_field_masks_are_blurred_by_their_own_kernel_and_renormalised():
-    field = gen.region_field(48, 40, np.random.default_rng(11), kernel_size=9, max_regions=3, min_area=30,
-                             min_regions=2)
+    field = gen.region_field(
+        48, 40, np.random.default_rng(11), kernel_size=9, max_regions=3, min_area=30, min_regions=2)
     basis, mixing, labels = field['basis'], field['mixing'], field['labels']
     num = basis.shape[0]
     assert num == labels.max() + 1 and num >= 2
@@ -114,8 +114,8 @@ def test_region_field_masks_are_blurred_by_their_own_kernel_and_renormalised():
         _check_kernel(basis[b], 9)
         assert (labels == b).sum() >= 30 or b == 0
     # reference: gather-form blur of each hard mask by its kernel (replicate borders), then renormalise
-    soft = np.stack([correlate((labels == b).astype(np.float64), basis[b].astype(np.float64), mode='nearest')
-                     for b in range(num)])
+    soft = np.stack(
+        [correlate((labels == b).astype(np.float64), basis[b].astype(np.float64), mode='nearest') for b in range(num)])
     assert np.allclose(mixing, soft / soft.sum(0), atol=1e-4)
     assert field['weight'].shape == (48, 40) and field['weight'].mean() == pytest.approx(1.0, rel=1e-5)
 

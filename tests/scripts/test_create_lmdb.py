@@ -29,8 +29,16 @@ def _write(path, seed, shape=(6, 7, 3)):
 
 
 def _paired(out):
-    return PairedImageDataset({'phase': 'val', 'io_backend': {'type': 'lmdb'}, 'dataroot_gt': str(out / 'sharp.lmdb'),
-                               'dataroot_lq': str(out / 'blur.lmdb'), 'filename_tmpl': '{}', 'scale': 1})
+    return PairedImageDataset({
+        'phase': 'val',
+        'io_backend': {
+            'type': 'lmdb'
+        },
+        'dataroot_gt': str(out / 'sharp.lmdb'),
+        'dataroot_lq': str(out / 'blur.lmdb'),
+        'filename_tmpl': '{}',
+        'scale': 1
+    })
 
 
 def _as_tensor_image(image):
@@ -84,7 +92,9 @@ def test_realblur_layout_reads_the_gt_lq_list(script, tmp_path):
     listing.write_text('RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene001/gt/gt_1.png '
                        'RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene001/blur/blur_1.png\n\n')
     out = tmp_path / 'out'
-    assert script.main(['--layout', 'realblur', '--input', str(root), '--list', str(listing), '--output',
+    assert script.main(['--layout', 'realblur', '--input',
+                        str(root), '--list',
+                        str(listing), '--output',
                         str(out)]) == 0
     item = _paired(out)[0]
     assert item['lq_path'] == 'RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene001/blur/blur_1'
@@ -114,8 +124,17 @@ def test_synthetic_blur_dataset_reads_sharp_images_from_lmdb(script, tmp_path):
         _write(tmp_path / 'photos' / f'{index}.png', index, shape=(24, 30, 3))
     lmdb_path = str(tmp_path / 'photos.lmdb')
     assert script.main(['--layout', 'folder', '--input', str(tmp_path / 'photos'), '--output', lmdb_path]) == 0
-    dataset = SyntheticBlurDataset({'phase': 'val', 'io_backend': {'type': 'lmdb'}, 'dataroot_gt': lmdb_path,
-                                    'gt_size': 16, 'kernel_size': 5, 'min_region_area': 10, 'num_samples': 4})
+    dataset = SyntheticBlurDataset({
+        'phase': 'val',
+        'io_backend': {
+            'type': 'lmdb'
+        },
+        'dataroot_gt': lmdb_path,
+        'gt_size': 16,
+        'kernel_size': 5,
+        'min_region_area': 10,
+        'num_samples': 4
+    })
     item = dataset[1]
     assert item['gt'].shape == (3, 16, 16) and item['gt_path'] == '1_000001'
 

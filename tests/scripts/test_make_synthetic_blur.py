@@ -23,8 +23,13 @@ def script():
 
 
 def _args(out, *extra, count=5, seed=0):
-    return ['--out', str(out), '--count', str(count), '--seed', str(seed), '--size', '40', '--kernel-size', '9',
-            '--min-region-area', '40', '--field-types', 'region=1,smooth=1,linear=1', '--quiet', *extra]
+    return [
+        '--out',
+        str(out), '--count',
+        str(count), '--seed',
+        str(seed), '--size', '40', '--kernel-size', '9', '--min-region-area', '40', '--field-types',
+        'region=1,smooth=1,linear=1', '--quiet', *extra
+    ]
 
 
 def _files(root):
@@ -133,8 +138,14 @@ def test_sharp_folder_and_lmdb_output_are_read_by_basicsr(script, tmp_path):
     manifest = json.loads((out / 'manifest.json').read_text())
     assert manifest['sources'] == ['x.png'] and {item['source'] for item in manifest['items']} == {'x.png'}
     dataset = PairedImageDataset({
-        'phase': 'val', 'io_backend': {'type': 'lmdb'}, 'dataroot_gt': str(out / 'lmdb' / 'sharp.lmdb'),
-        'dataroot_lq': str(out / 'lmdb' / 'blur.lmdb'), 'filename_tmpl': '{}', 'scale': 1
+        'phase': 'val',
+        'io_backend': {
+            'type': 'lmdb'
+        },
+        'dataroot_gt': str(out / 'lmdb' / 'sharp.lmdb'),
+        'dataroot_lq': str(out / 'lmdb' / 'blur.lmdb'),
+        'filename_tmpl': '{}',
+        'scale': 1
     })
     assert len(dataset) == 3
     item = dataset[2]
