@@ -46,10 +46,13 @@ def test_shortened_quickstart_logs_metrics_and_writes_checkpoint_and_field_png(t
     # the same batch again and again: the self-supervised re-blur loss must go down
     assert model.get_current_log()['l_reblur'] < first['l_reblur']
     model.save(0, opt['train']['total_iter'])
+    trained = {k: v.clone() for k, v in model.net_g.state_dict().items()}
     model.validation(val_loader, opt['train']['total_iter'], None, save_img=True)
+    # validate_initial scored the starting weights first (iteration 0) and put the trained ones back
+    assert all(torch.equal(v, trained[k]) for k, v in model.net_g.state_dict().items())
     assert model.metric_results['reblur_psnr'] > 20 and 0 <= model.metric_results['kernel_error'] <= 2
     pngs = glob.glob(os.path.join(opt['path']['visualization'], '*', 'field_*.png'))
-    assert len(pngs) == 2
+    assert len(pngs) == 4 and len([p for p in pngs if p.endswith('_0.png')]) == 2
     panel = cv2.imread(pngs[0])
     assert panel.shape == (64, 128, 3)  # the estimated field next to the ground truth
     estimator = build_network(opt['network_g'])

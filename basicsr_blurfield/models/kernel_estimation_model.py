@@ -56,7 +56,8 @@ class KernelEstimationModel(BlurFieldBaseModel):
     Options: ``network_g`` (``FlowKernelEstimator``); ``path.pretrain_network_flow`` (+ ``param_key_flow``,
     ``strict_load_flow``) or ``train.prior_fit: {num_iter, batch_size, lr, pool_size, dequantize_amplitude, seed}``;
     ``train.reblur_opt`` (``ReblurLoss``), ``train.kernel_error_samples`` (default 256), ``train.optim_g``,
-    ``train.scheduler``, ``train.use_grad_clip``; ``val.save_img``, ``val.kernel_grid_step`` (default 16).
+    ``train.scheduler``, ``train.use_grad_clip``; ``val.save_img``, ``val.kernel_grid_step`` (default 16),
+    ``val.validate_initial`` (also validate the starting weights, as iteration 0, at the first validation).
     Data: ``lq``, ``gt`` (N, C, H, W), optional ``weight`` (N, 1, H, W) and ground-truth field keys.
     """
 
@@ -78,6 +79,9 @@ class KernelEstimationModel(BlurFieldBaseModel):
         elif self.is_train:
             raise ValueError('KernelEstimationModel needs a flow prior: set path.pretrain_network_flow (stage I), '
                              'path.pretrain_network_g (stage II) or train.prior_fit')
+        self._initial_state = None
+        if self.is_train and (self.opt.get('val') or {}).get('validate_initial', False):
+            self._initial_state = {k: v.clone() for k, v in self.get_bare_model(self.net_g).state_dict().items()}
         if self.is_train:
             self.init_training_settings()
 
@@ -129,7 +133,18 @@ class KernelEstimationModel(BlurFieldBaseModel):
         self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        """Re-blur PSNR and kernel error averaged over the validation images; optional field PNGs."""
+        """Re-blur PSNR and kernel error averaged over the validation images; optional field PNGs.
+
+        With ``val.validate_initial`` the first call also validates the weights the training started from, logged
+        as iteration 0, so the log shows the whole learning curve.
+        """
+        if self._initial_state is not None:
+            bare = self.get_bare_model(self.net_g)
+            current = {k: v.clone() for k, v in bare.state_dict().items()}
+            bare.load_state_dict(self._initial_state)
+            self._initial_state = None
+            self.nondist_validation(dataloader, 0, tb_logger, save_img)
+            bare.load_state_dict(current)
         dataset_name = dataloader.dataset.opt['name']
         totals, counts = {}, {}
         for index, val_data in enumerate(dataloader):
