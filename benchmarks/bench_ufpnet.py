@@ -4,8 +4,9 @@ AdamW step) and of inference on a 720x1280 image, for the published width-64 net
 
     python benchmarks/bench_ufpnet.py [--width 64] [--enc 1 1 1 28] [--size 720 1280] [--repeat 1] [--threads 2]
 
-Each measurement is preceded by an untimed warm-up call at 64x64. Peak memory is the peak resident set size of a fresh child process per measurement (the parent only reports), so
-the figures include PyTorch's own footprint (its baseline is printed first). Prints a Markdown table with the ratios.
+Each measurement is preceded by an untimed warm-up call at 64x64. Peak memory is the peak resident set size of a
+fresh child process per measurement (the parent only reports), so the figures include PyTorch's own footprint (its
+baseline is printed first). Prints a Markdown table with the ratios.
 """
 import argparse
 import json
@@ -102,7 +103,8 @@ def main() -> None:
         naf, ufp = rows[(kind, 'NAFNet')], rows[(kind, 'UFPNet')]
         print(f'| {label} | {naf["seconds"]:.2f} | {ufp["seconds"]:.2f} | {ufp["seconds"] / naf["seconds"]:.2f} | '
               f'{naf["peak_mib"]:.0f} | {ufp["peak_mib"]:.0f} | {ufp["peak_mib"] / naf["peak_mib"]:.2f} |')
-    print(f'\nparameters: NAFNet {rows[("train", "NAFNet")]["params"]:,d}, UFPNet {rows[("train", "UFPNet")]["params"]:,d}')
+    naf_params, ufp_params = rows[('train', 'NAFNet')]['params'], rows[('train', 'UFPNet')]['params']
+    print(f'\nparameters: NAFNet {naf_params:,d}, UFPNet {ufp_params:,d}')
     if args['json']:
         with open(args['json'], 'w') as f:
             json.dump({f'{k[0]}/{k[1]}': v for k, v in rows.items()}, f, indent=1)

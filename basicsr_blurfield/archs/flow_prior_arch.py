@@ -97,7 +97,8 @@ class _BatchNormFlow(nn.Module):
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """Latent to data with the running statistics. y (P, L) -> u (P, L)."""
-        return (y - self.beta) * torch.exp(-self.log_gamma) * torch.sqrt(self.running_var + self.eps) + self.running_mean
+        scale = torch.exp(-self.log_gamma) * torch.sqrt(self.running_var + self.eps)
+        return (y - self.beta) * scale + self.running_mean
 
 
 @ARCH_REGISTRY.register()
@@ -157,7 +158,8 @@ class KernelFlowPrior(nn.Module):
             return kernels
         if kernels.shape[-2:] == (k, k) and (kernels.dim() == 3 or (kernels.dim() == 4 and kernels.shape[1] == 1)):
             return kernels.reshape(kernels.shape[0], k * k)
-        raise ValueError(f'kernels: expected (P, {k}, {k}), (P, 1, {k}, {k}) or (P, {k * k}), got {tuple(kernels.shape)}')
+        raise ValueError(f'kernels: expected (P, {k}, {k}), (P, 1, {k}, {k}) or (P, {k * k}), '
+                         f'got {tuple(kernels.shape)}')
 
     def encode_with_log_det(self, kernels: torch.Tensor) -> tuple:
         """Kernel to latent with the log-determinant of the Jacobian dz/dk.

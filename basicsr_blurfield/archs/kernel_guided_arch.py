@@ -7,8 +7,8 @@ encoder" level, the kernel map carried down by stride-2 2x2 convs. The NAFNet va
 :class:`~basicsr_blurfield.archs.ufpnet_arch.UFPNet` itself. Backbone parameter names are unchanged, so the
 published MPRNet / MIMO-UNet weights load into the backbone part by name (``strict=False``).
 
-* ``MPRNetKE``: KAMs before the first CAB of the three levels of the stage-1 encoder (run on the 4 image quarters, so each KAM gets the
-  quarter of the kernel map) and of the stage-2 encoder (2 halves).
+* ``MPRNetKE``: KAMs before the first CAB of the three levels of the stage-1 encoder (run on the 4 image quarters,
+  so each KAM gets the quarter of the kernel map) and of the stage-2 encoder (2 halves).
 * ``MIMOUNetKE``: KAMs at the three encoder levels (full, 1/2, 1/4 resolution).
 
 Reference: Fang et al., CVPR 2023, §3.3 and Table 6; Zamir et al., CVPR 2021 (MPRNet); Cho et al., ICCV 2021

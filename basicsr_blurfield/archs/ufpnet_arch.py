@@ -10,9 +10,9 @@ stride-2 2x2 convs (``kernel_down``). Stage III trains it with ``L_PSNR + lambda
 Published GoPro model (``UFPNet_code_uncertainty_Local``, width 64, enc_blk_nums (1, 1, 1, 28)): 80,343,663
 parameters, 852 state-dict entries. Our names equal the published ones except the KAM, which the original spells
 ``kernel_atttion`` (three t's): :func:`remap_official_keys` renames it, and so does a load pre-hook, so a released
-checkpoint also loads directly with ``load_state_dict`` / BasicSR's ``pretrain_network_g``. As published, ``kernel_down`` has one conv
-per encoder level although only the first ``kam_levels - 1`` are used; the unused ones are kept (frozen) so the
-published state dict loads strictly.
+checkpoint also loads directly with ``load_state_dict`` / BasicSR's ``pretrain_network_g``. As published,
+``kernel_down`` has one conv per encoder level although only the first ``kam_levels - 1`` are used; the unused ones
+are kept (frozen) so the published state dict loads strictly.
 
 Differences from the published code (DESIGN.md): test time is deterministic by default (``sample_at_test``), the
 re-blur pairs each kernel with its own sample, and the estimator is frozen by default (``freeze_estimator``).

@@ -46,7 +46,8 @@ def load_estimator_weights(net, checkpoint: dict, param_key: str = 'params') -> 
                        f'({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})')
     for key, value in state.items():
         if value.shape != own[key].shape:
-            raise ValueError(f'estimator weight {key}: expected shape {tuple(own[key].shape)}, got {tuple(value.shape)}')
+            raise ValueError(f'estimator weight {key}: expected shape {tuple(own[key].shape)}, '
+                             f'got {tuple(value.shape)}')
     net.load_state_dict(state, strict=False)
     return len(state)
 
