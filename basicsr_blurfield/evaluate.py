@@ -212,10 +212,6 @@ def _score_job(job: tuple) -> dict:
     return dict(name=key, **score_pair(protocol, pred_path, gt_path))
 
 
-def _init_worker() -> None:
-    cv2.setNumThreads(1)
-
-
 def _package_version(name: str) -> Optional[str]:
     from importlib import metadata
     try:
@@ -290,8 +286,10 @@ def evaluate_folders(protocol: str,
             rows.append(_score_job(job))
             bar.update()
     else:
+        # fork skips re-importing the package in every worker. OpenCV's thread pool survives it as long as the
+        # workers do not reconfigure it: cv2.setNumThreads in a forked child deadlocks once the parent has used it.
         method = 'fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn'
-        with multiprocessing.get_context(method).Pool(int(workers), initializer=_init_worker) as pool:
+        with multiprocessing.get_context(method).Pool(int(workers)) as pool:
             for row in pool.imap(_score_job, jobs, chunksize=1):
                 rows.append(row)
                 bar.update()

@@ -52,6 +52,8 @@ def test_gopro_rows_and_means_equal_direct_psnr_and_json_csv_are_complete(photo,
 
 def test_two_workers_give_the_same_realblur_rows_as_one(photo, tmp_path):
     pred_dir, gt_dir = _write_pairs(photo, str(tmp_path), blur=0.7, size=64)
+    # Start OpenCV's thread pool in this process first: forked workers must still run (no deadlock).
+    cv2.warpPerspective(np.zeros((720, 1280, 3), np.float32), np.eye(3), (1280, 720), flags=cv2.INTER_CUBIC)
     one = evaluate.evaluate_folders('realblur_j', pred_dir, gt_dir, workers=1, progress=False)
     two = evaluate.evaluate_folders('realblur_j', pred_dir, gt_dir, workers=2, progress=False)
     assert one['per_image'] == two['per_image']
