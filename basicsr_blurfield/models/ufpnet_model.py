@@ -74,5 +74,5 @@ class UFPNetModel(DeblurModel):
             checkpoint = torch.load(path, map_location='cpu', weights_only=True)
             count = load_estimator_weights(bare, checkpoint, self.opt['path'].get('param_key_ke', 'params'))
             get_root_logger().info(f'Loaded {count} stage-II estimator tensors from {path}')
-            if hasattr(self, 'net_g_ema'):
-                self.model_ema(0)
+            if hasattr(self, 'net_g_ema'):  # BasicSR's EMA averages parameters only: copy the flow's buffers too
+                self.net_g_ema.load_state_dict(bare.state_dict())
