@@ -79,8 +79,9 @@ class BasisKernelNet(nn.Module):
         padding (str): boundary mode of the returned field ('replicate', 'reflect' or 'zeros'). Default: 'replicate'.
 
     Shape:
-        x (N, C, H, W) in [0, 1], C in ``in_channels``, any H, W -> BasisField with basis (N, B, K, K) (each sums
-        to 1) and mixing (N, B, H, W) (sums to 1 over B).
+        x (N, C, H, W) in [0, 1], C in ``in_channels``, any H, W >= K (the field's own limit; the input is padded
+        to a multiple of 2**L internally and the maps cropped back) -> BasisField with basis (N, B, K, K) (each
+        sums to 1) and mixing (N, B, H, W) (sums to 1 over B).
     """
 
     def __init__(self,
