@@ -44,6 +44,7 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['basicsr_blurfield', 'basicsr_blurfield.*']),
     py_modules=['basicsr_blurfield_hook'],
+    package_data={'basicsr_blurfield': ['published_results.json']},
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.1',

@@ -101,6 +101,16 @@ def _list_images(folder: str) -> dict:
     return found
 
 
+def _ground_truths(gt_dir: str) -> dict:
+    """Ground-truth images of ``gt_dir``; in the GoPro benchmark layout (``<scene>/blur[_gamma]/`` beside
+    ``<scene>/sharp/``) only the sharp ones, so the split folder itself can be passed as ``--gt``."""
+    images = _list_images(gt_dir)
+    folders = {key.split('/')[-2] if '/' in key else '' for key in images}
+    if 'sharp' in folders and folders <= {'sharp', 'blur', 'blur_gamma'}:
+        images = {key: path for key, path in images.items() if key.split('/')[-2] == 'sharp'}
+    return images
+
+
 def _strip(key: str, suffix: str) -> Optional[str]:
     tail = f'_{suffix}'
     return key[:-len(tail)] if key.endswith(tail) and len(key) > len(tail) else None
@@ -134,7 +144,8 @@ def pair_files(pred_dir: str, gt_dir: str, suffix: Optional[str] = None) -> tupl
 
     Args:
         pred_dir (str): folder of results (searched recursively).
-        gt_dir (str): folder of ground truths (searched recursively).
+        gt_dir (str): folder of ground truths (searched recursively); a GoPro split folder (``<scene>/blur/``,
+            ``<scene>/sharp/``) contributes its sharp images only, matching ``DeblurModel``'s saved results.
         suffix (str | None): remove ``_<suffix>`` from every result name (BasicSR's ``val.suffix`` or the run
             name). None: use exact names, else detect a common suffix that makes the sets equal. Default: None.
 
@@ -145,7 +156,7 @@ def pair_files(pred_dir: str, gt_dir: str, suffix: Optional[str] = None) -> tupl
         PairingError: when the sets differ; the message lists the ground truths without a result and the results
             without a ground truth.
     """
-    preds, gts = _list_images(pred_dir), _list_images(gt_dir)
+    preds, gts = _list_images(pred_dir), _ground_truths(gt_dir)
     if not gts:
         raise PairingError(f'{gt_dir}: no images found (extensions {", ".join(IMAGE_EXTENSIONS)})')
     if suffix is None and set(preds) != set(gts):

@@ -140,7 +140,9 @@ class PairedBlurDataset(data.Dataset):
     ``dataroot_lq`` / ``meta_info_file`` (per layout), ``io_backend``, ``phase``, and for training ``gt_size`` (random
     crop), ``use_hflip``, ``use_rot``. Validation/test items are whole images.
 
-    Returns items ``{'lq', 'gt'}`` (C, H, W) float32 RGB in [0, 1] and ``{'lq_path', 'gt_path'}``.
+    Returns items ``{'lq', 'gt'}`` (C, H, W) float32 RGB in [0, 1], ``{'lq_path', 'gt_path'}`` and ``'key'``: the
+    sharp image's path relative to its dataset root, without extension (``GOPR0384_11_00/sharp/000001``), under which
+    ``DeblurModel`` saves results so that scenes reusing file names do not overwrite each other.
     """
 
     def __init__(self, opt: dict):
@@ -149,6 +151,7 @@ class PairedBlurDataset(data.Dataset):
         self.io_backend_opt = dict(opt.get('io_backend', {'type': 'disk'}))
         self.file_client = None
         self.pairs = find_pairs(opt)
+        self.gt_root = opt.get('dataroot_gt') or opt.get('dataroot')
         if not self.pairs:
             raise ValueError(f'dataset {opt.get("name", "")!r} is empty')
         if self.io_backend_opt['type'] == 'lmdb':
@@ -184,4 +187,5 @@ class PairedBlurDataset(data.Dataset):
             img_gt, img_lq = paired_random_crop(img_gt, img_lq, gt_size, 1, gt_path)
             img_gt, img_lq = augment([img_gt, img_lq], self.opt.get('use_hflip', False), self.opt.get('use_rot', False))
         img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=True, float32=True)
-        return {'lq': img_lq, 'gt': img_gt, 'lq_path': lq_path, 'gt_path': gt_path}
+        key = gt_path if self.io_backend_opt['type'] == 'lmdb' else os.path.relpath(gt_path, self.gt_root)
+        return {'lq': img_lq, 'gt': img_gt, 'lq_path': lq_path, 'gt_path': gt_path, 'key': os.path.splitext(key)[0]}

@@ -17,14 +17,17 @@ final image is the largest element (the first one among equal sizes).
 Subclasses add terms by overriding :meth:`DeblurModel.compute_losses` and calling ``super()``.
 """
 from collections import OrderedDict
+from os import path as osp
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
-from basicsr.utils import get_root_logger
+from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
 from basicsr_blurfield.models.base import BlurFieldBaseModel
@@ -183,7 +186,53 @@ class DeblurModel(BlurFieldBaseModel):
         if was_training:
             net.train()
 
-    nondist_validation = SRModel.nondist_validation
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        """BasicSR's validation loop (metrics from ``val.metrics``, best-value tracking, tensorboard), saving each
+        result under its dataset key (``<dataset>/<key>[_<suffix>].png`` when testing, ``<dataset>/<key>_<iter>.png``
+        during training), where the key is the item's ``key`` (the sharp image's relative path, for benchmark
+        layouts whose scenes reuse file names) or else the blurry file's name."""
+        dataset_name = dataloader.dataset.opt['name']
+        metrics = self.opt['val'].get('metrics') or {}
+        if metrics:
+            if not hasattr(self, 'metric_results'):
+                self.metric_results = {name: 0 for name in metrics}
+            self._initialize_best_metric_results(dataset_name)
+            self.metric_results = {name: 0 for name in self.metric_results}
+        progress = tqdm(total=len(dataloader), unit='image') if self.opt['val'].get('pbar', False) else None
+        count = 0
+        for val_data in dataloader:
+            key = val_data['key'][0] if 'key' in val_data else osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
+            self.feed_data(val_data)
+            self.test()
+            visuals = self.get_current_visuals()
+            metric_data = {'img': tensor2img([visuals['result']])}
+            if 'gt' in visuals:
+                metric_data['img2'] = tensor2img([visuals['gt']])
+                del self.gt
+            del self.lq, self.output
+            if save_img:
+                imwrite(metric_data['img'], self._result_path(dataset_name, key, current_iter))
+            for name, metric_opt in metrics.items():
+                self.metric_results[name] += calculate_metric(metric_data, metric_opt)
+            count += 1
+            if progress is not None:
+                progress.update(1)
+                progress.set_description(f'Test {key}')
+        if progress is not None:
+            progress.close()
+        if metrics:
+            for name in self.metric_results:
+                self.metric_results[name] /= max(count, 1)
+                self._update_best_metric_result(dataset_name, name, self.metric_results[name], current_iter)
+            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    def _result_path(self, dataset_name: str, key: str, current_iter: int) -> str:
+        folder = osp.join(self.opt['path']['visualization'], dataset_name)
+        if self.opt['is_train']:
+            return osp.join(folder, f'{key}_{current_iter}.png')
+        suffix = self.opt['val'].get('suffix')
+        return osp.join(folder, f'{key}_{suffix}.png' if suffix else f'{key}.png')
+
     dist_validation = SRModel.dist_validation
     _log_validation_metric_values = SRModel._log_validation_metric_values
     get_current_visuals = SRModel.get_current_visuals

@@ -129,3 +129,15 @@ def test_write_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path):
     write_atomic(str(target), 'old')
     write_atomic(str(target), 'new')
     assert target.read_text() == 'new' and os.listdir(tmp_path) == ['x.json']
+
+
+def test_a_gopro_split_folder_contributes_only_its_sharp_images(tmp_path):
+    image = np.full((8, 8, 3), 128, np.uint8)
+    for scene in ('GOPR0001_11_00', 'GOPR0002_11_01'):
+        for folder in ('blur', 'blur_gamma', 'sharp'):
+            os.makedirs(tmp_path / 'gt' / scene / folder)
+            cv2.imwrite(str(tmp_path / 'gt' / scene / folder / '000001.png'), image)
+        os.makedirs(tmp_path / 'pred' / scene / 'sharp')
+        cv2.imwrite(str(tmp_path / 'pred' / scene / 'sharp' / '000001.png'), image)
+    pairs, _ = pair_files(str(tmp_path / 'pred'), str(tmp_path / 'gt'))
+    assert [key for key, _, _ in pairs] == ['GOPR0001_11_00/sharp/000001', 'GOPR0002_11_01/sharp/000001']

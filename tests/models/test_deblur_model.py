@@ -138,3 +138,26 @@ def test_option_errors_say_what_is_missing():
         build_model(model_option(NAFNET, {'scheduler': {'type': 'Cosine'}}))
     with pytest.raises(FileNotFoundError, match='pretrained network not found'):
         build_model(model_option(NAFNET, path={'pretrain_network_g': '/nowhere/net.pth'}))
+
+
+def test_validation_saves_results_under_the_dataset_key_so_scenes_do_not_collide(tmp_path):
+    import shutil
+
+    from basicsr.data import build_dataloader, build_dataset
+    from tests.conftest import make_paired_folders
+    for scene in ('GOPR0001_11_00', 'GOPR0002_11_01'):
+        gt_dir, lq_dir = make_paired_folders(str(tmp_path / 'src' / scene), count=2, size=(20, 24))
+        shutil.copytree(gt_dir, tmp_path / 'test' / scene / 'sharp')
+        shutil.copytree(lq_dir, tmp_path / 'test' / scene / 'blur')
+    dataset_opt = {'name': 'gopro', 'type': 'PairedBlurDataset', 'layout': 'gopro', 'dataroot': str(tmp_path / 'test'),
+                   'phase': 'val', 'io_backend': {'type': 'disk'}}
+    loader = build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0, dist=False, sampler=None)
+    option = model_option(NAFNET, path={'visualization': str(tmp_path / 'vis')}, is_train=False,
+                          val={'suffix': None, 'metrics': {'psnr': {'type': 'calculate_psnr_uint8_rgb'}}})
+    del option['train']
+    model = build_model(option)
+    model.nondist_validation(loader, 0, None, save_img=True)
+    saved = sorted(str(path.relative_to(tmp_path / 'vis' / 'gopro')) for path in (tmp_path / 'vis').rglob('*.png'))
+    assert saved == [f'{scene}/sharp/{index:03d}.png' for scene in ('GOPR0001_11_00', 'GOPR0002_11_01')
+                     for index in range(2)]
+    assert 10 < model.metric_results['psnr'] < 60
