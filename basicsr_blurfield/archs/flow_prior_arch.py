@@ -34,6 +34,8 @@ from basicsr_blurfield.fields import normalize_kernels
 
 __all__ = ['KernelFlowPrior']
 
+_DECODE_BOUND = 1e4
+
 
 def _mlp(num_dims: int, hidden_size: int, num_hidden: int, activation: type) -> nn.Sequential:
     """Linear(L, h), act, [Linear(h, h), act] * num_hidden, Linear(h, L)."""
@@ -208,7 +210,9 @@ class KernelFlowPrior(nn.Module):
             raise ValueError(f'z: expected (P, {self.num_dims}), got {tuple(z.shape)}')
         u = z
         for layer in reversed(self.net):
-            u = layer.inverse(u)
+            # numerical guard, exact for every finite code that decodes to a kernel: an overflow (inf) in one
+            # coupling would turn into NaN (inf * 0) in the next one's mask
+            u = layer.inverse(u).clamp(-_DECODE_BOUND, _DECODE_BOUND)
         kernels = (torch.sigmoid(u) - self.alpha) / ((1 - 2 * self.alpha) * self.normalization)
         if normalize:
             kernels = normalize_kernels(kernels, dim=1)

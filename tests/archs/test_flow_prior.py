@@ -125,3 +125,13 @@ def test_invalid_arguments_say_what_was_expected():
         KernelFlowPrior(kernel_size=3).log_prob(torch.rand(2, 4, 4))
     with pytest.raises(ValueError, match=r'z: expected \(P, 9\)'):
         KernelFlowPrior(kernel_size=3).decode(torch.rand(2, 8))
+
+
+def test_decoding_an_extreme_code_gives_a_kernel_not_nan():
+    prior = _perturbed_prior(size=3, num_block=5).float()
+    with torch.no_grad():  # scales of exp(60) per coupling overflow float32 before the last coupling
+        for coupling in prior.net[0::2]:
+            coupling.s_net[-1].bias.fill_(60.0)
+    kernels = prior.decode(torch.full((2, 9), 50.0))
+    assert torch.isfinite(kernels).all()
+    assert torch.allclose(kernels.sum(dim=(1, 2)), torch.ones(2), atol=1e-5)
