@@ -11,8 +11,8 @@ Each (case, implementation, mode) runs in its own subprocess: it builds the inpu
 the operation once and reads ``VmHWM``. Peak memory is ``VmHWM - VmRSS before``: everything the operation (and the
 backward pass, gradients included) made resident on top of its inputs. torch's CPU allocator takes large blocks
 from the OS with ``mmap`` and gives them back on free, so RSS follows torch's own usage. Time is the median of
-``--repeats`` further runs. Baselines whose estimated memory exceeds 70 % of ``MemAvailable`` are skipped and
-reported with the estimate.
+``--repeats`` further runs (only the first run when it takes over a minute). Runs whose estimated memory exceeds
+``--memory-fraction`` (default 70 %) of ``MemAvailable`` are skipped and reported with the estimate.
 
 Baselines (written here, not in the library): per-pixel blur by ``F.unfold`` (UFPNet's published formulation:
 unfold the padded image to ``(N, C*K*K, H*W)``, multiply by the kernels, sum), basis blur by ``B`` direct grouped
@@ -87,12 +87,13 @@ def loop_offset_blur(sharp, offsets):
 
 
 def estimate_bytes(kind, sizes, impl, backward):
-    """Rough resident bytes of an implementation, used only to skip baselines that cannot fit."""
+    """Rough resident bytes of a run (inputs included), used only to skip runs that cannot fit."""
     channels = 3
     if kind == 'perpixel':
         image = sizes['num'] * sizes['height'] * sizes['width'] * 4
         field = image * sizes['size']**2
-        return (field * channels * (3 if backward else 2) if impl == 1 else image * channels * 4) + field * backward
+        work = field * channels * (3 if backward else 2) if impl == 1 else image * channels * 4
+        return field * (1 + backward) + work
     return 0
 
 
@@ -167,9 +168,9 @@ def mem_available():
     return 0
 
 
-def run_case(name, kind, sizes, impl, backward, repeats, threads):
+def run_case(name, kind, sizes, impl, backward, repeats, threads, memory_fraction):
     need = estimate_bytes(kind, sizes, impl, backward)
-    if need > 0.7 * mem_available():
+    if need > memory_fraction * mem_available():
         return {'skipped': f'needs ~{need / GIB:.0f} GiB'}
     payload = json.dumps(dict(kind=kind, sizes=sizes, impl=impl, backward=backward, repeats=repeats))
     cmd = [sys.executable, os.path.abspath(__file__), '--child', payload, '--threads', str(threads)]
@@ -191,6 +192,8 @@ def main():
     parser.add_argument('--only', default='', help='run the cases whose name contains this text')
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--threads', type=int, default=1, help='torch intra-op threads in each child')
+    parser.add_argument(
+        '--memory-fraction', type=float, default=0.7, help='skip runs estimated above this share of MemAvailable')
     parser.add_argument('--child', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -207,8 +210,8 @@ def main():
         if args.only not in name:
             continue
         for backward in (False, True):
-            ours = run_case(name, kind, sizes, 0, backward, args.repeats, args.threads)
-            base = run_case(name, kind, sizes, 1, backward, args.repeats, args.threads)
+            ours = run_case(name, kind, sizes, 0, backward, args.repeats, args.threads, args.memory_fraction)
+            base = run_case(name, kind, sizes, 1, backward, args.repeats, args.threads, args.memory_fraction)
             speed = ratio = '-'
             if 'skipped' not in ours and 'skipped' not in base:
                 speed = f"{base['seconds'] / ours['seconds']:.2f}x"
