@@ -134,16 +134,13 @@ def source_index(size: int, radius: int, padding: str, device=None) -> Tensor:
 
 
 def pad_image(image: Tensor, radius: int, padding: str) -> Tensor:
-    """Pads ``radius`` pixels on every side. Shape: (N, C, H, W) -> (N, C, H + 2r, W + 2r)."""
+    """Pads ``radius`` pixels on every side (``'reflect'`` needs ``radius < min(H, W)``, which holds for kernels no
+    larger than the image). Shape: (N, C, H, W) -> (N, C, H + 2r, W + 2r)."""
     if radius == 0:
         return image
     if padding == 'zeros':
         return F.pad(image, (radius, ) * 4)
-    if padding == 'replicate' or radius < min(image.shape[-2:]):
-        return F.pad(image, (radius, ) * 4, mode=padding)
-    rows = source_index(image.shape[-2], radius, padding, image.device)
-    cols = source_index(image.shape[-1], radius, padding, image.device)
-    return image.index_select(-2, rows).index_select(-1, cols)
+    return F.pad(image, (radius, ) * 4, mode=padding)
 
 
 def unpad_adjoint(padded: Tensor, radius: int, padding: str) -> Tensor:

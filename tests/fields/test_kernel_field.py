@@ -92,6 +92,23 @@ def test_gradgradcheck_of_the_tap_functions():
     assert torch.autograd.gradgradcheck(TapCorrelate.apply, (values, padded))
 
 
+def largest_allocation(fn) -> int:
+    """Largest memory (bytes) any profiled CPU operation allocated, its children included."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return max(event.cpu_memory_usage for event in prof.events())
+
+
+def test_blur_and_backward_never_allocate_a_k2_times_image_tensor():
+    sharp = torch.rand(2, 3, 32, 32, requires_grad=True)
+    kernels = random_kernels(2, 9, 32, 32, dtype=torch.float32).requires_grad_()
+    field_bytes = kernels.numel() * 4  # the kernel gradient is field-sized; the unfold tensor is C times that
+    ours = largest_allocation(lambda: KernelField(kernels).blur(sharp).sum().backward())
+    unfold = largest_allocation(lambda: unfold_blur(sharp, kernels, 'replicate').sum().backward())
+    assert ours < 1.2 * field_bytes
+    assert unfold >= 3 * field_bytes
+
+
 def test_batch_samples_are_blurred_only_with_their_own_kernels():
     gen = torch.Generator().manual_seed(2)
     sharp = torch.rand(3, 3, 8, 9, generator=gen, dtype=torch.float64)
