@@ -2,6 +2,8 @@
 the bundled photos, logs re-blur PSNR and kernel error, writes checkpoints and the field PNG, and learns."""
 import glob
 import os
+import runpy
+import sys
 
 import cv2
 import torch
@@ -28,8 +30,9 @@ def shortened_quickstart(folder: str, total_iter: int = 6) -> dict:
     return opt
 
 
-def test_shortened_quickstart_logs_metrics_and_writes_checkpoint_and_field_png(tmp_path):
-    opt = shortened_quickstart(str(tmp_path))
+def run_and_check_shortened_quickstart(folder: str) -> str:
+    """Runs the shortened quickstart in ``folder`` with its checks; returns the final checkpoint path."""
+    opt = shortened_quickstart(folder)
     assert opt['num_gpu'] == 0 and opt['model_type'] == 'KernelEstimationModel'
     train_opt, val_opt = opt['datasets']['train'], opt['datasets']['val']
     train_loader = build_dataloader(build_dataset(train_opt), train_opt, num_gpu=0, dist=False, sampler=None, seed=0)
@@ -55,6 +58,26 @@ def test_shortened_quickstart_logs_metrics_and_writes_checkpoint_and_field_png(t
     assert len(pngs) == 4 and len([p for p in pngs if p.endswith('_0.png')]) == 2
     panel = cv2.imread(pngs[0])
     assert panel.shape == (64, 128, 3)  # the estimated field next to the ground truth
+    checkpoint = os.path.join(opt['path']['models'], 'net_g_6.pth')
     estimator = build_network(opt['network_g'])
-    estimator.load_state_dict(torch.load(os.path.join(opt['path']['models'], 'net_g_6.pth'))['params'])
+    estimator.load_state_dict(torch.load(checkpoint)['params'])
     assert estimator.eval()(torch.rand(1, 3, 20, 20)).kernels.shape == (1, 81, 20, 20)
+    return checkpoint
+
+
+def test_shortened_quickstart_logs_metrics_and_writes_checkpoint_and_field_png(tmp_path):
+    assert os.path.isfile(run_and_check_shortened_quickstart(str(tmp_path)))
+
+
+def test_estimate_field_script_draws_the_field_of_a_real_blurry_photo(tmp_path, monkeypatch):
+    from skimage import data as skimage_data
+
+    checkpoint = run_and_check_shortened_quickstart(str(tmp_path))
+    photo = os.path.join(skimage_data.data_dir, 'clock_motion.png')
+    output = str(tmp_path / 'clock_field.png')
+    monkeypatch.setattr(sys, 'argv', ['estimate_field.py', photo, '--checkpoint', checkpoint, '-o', output,
+                                      '--max-size', '64', '--step', '16', '--save-field', str(tmp_path / 'f.npz')])
+    runpy.run_path(os.path.join(ROOT, 'scripts', 'estimate_field.py'), run_name='__main__')
+    drawing = cv2.imread(output)
+    assert drawing.shape == (48, 64, 3)  # clock_motion.png is 300 x 400, resized to a longer side of 64
+    assert os.path.isfile(str(tmp_path / 'f.npz'))
