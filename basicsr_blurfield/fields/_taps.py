@@ -12,6 +12,7 @@ set is closed under differentiation (gradcheck and double backward work). Forwar
 taps with in-place multiply-adds on shifted views (on CPU in row tiles, so a tile stays in cache across all taps):
 memory is ``O(N*C*H*W + N*K*K*H*W)`` (image plus field), never the ``K*K``-times-image tensor of ``F.unfold``.
 """
+import math
 from typing import Tuple
 
 import torch
@@ -21,8 +22,8 @@ TILE_ELEMENTS = 1 << 15
 
 
 def _geometry(kernels: Tensor) -> Tuple[int, int, int]:
-    taps, height, width = kernels.shape[1:]
-    size = int(round(taps**0.5))
+    taps, height, width = (int(value) for value in kernels.shape[1:])  # plain ints, also under jit tracing
+    size = math.isqrt(taps)
     assert size * size == taps, f'internal: {taps} taps is not a square'
     return size, height, width
 

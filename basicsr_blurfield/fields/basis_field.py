@@ -72,7 +72,7 @@ class BasisField(BlurField):
     def __init__(self, basis: Tensor, mixing: Tensor, padding: str = 'replicate', check: bool = True):
         check_tensor('basis', basis, 4, '(N, B, K, K)')
         check_tensor('mixing', mixing, 4, '(N, B, H, W)')
-        num, num_basis, size, size_w = basis.shape
+        num, num_basis, size, size_w = (int(value) for value in basis.shape)  # ints under jit tracing
         if size != size_w:
             raise ValueError(f'basis: expected square kernels (N, B, K, K), got {tuple(basis.shape)}')
         if mixing.shape[:2] != basis.shape[:2]:
@@ -81,7 +81,7 @@ class BasisField(BlurField):
         if mixing.dtype != basis.dtype or mixing.device != basis.device:
             raise TypeError(f'mixing: expected dtype {basis.dtype} on {basis.device} like basis, '
                             f'got {mixing.dtype} on {mixing.device}')
-        height, width = mixing.shape[2:]
+        height, width = (int(value) for value in mixing.shape[2:])
         check_kernel_size(size, height, width)
         super().__init__(padding, num, height, width)
         if check:

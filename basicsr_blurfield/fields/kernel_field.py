@@ -55,7 +55,7 @@ class KernelField(BlurField):
 
     def __init__(self, kernels: Tensor, padding: str = 'replicate', check: bool = True):
         check_tensor('kernels', kernels, 4, '(N, K*K, H, W)')
-        num, taps, height, width = kernels.shape
+        num, taps, height, width = (int(value) for value in kernels.shape)  # ints also under jit tracing
         size = math.isqrt(taps)
         if size * size != taps:
             raise ValueError(f'kernels: expected (N, K*K, H, W) with a square number of taps, got {taps} taps '

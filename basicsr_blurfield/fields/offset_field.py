@@ -100,7 +100,7 @@ class OffsetField(BlurField):
 
     def __init__(self, offsets: Tensor, padding: str = 'replicate', check: bool = True):
         check_tensor('offsets', offsets, 5, '(N, T, 2, H, W)')
-        num, steps, two, height, width = offsets.shape
+        num, steps, two, height, width = (int(value) for value in offsets.shape)  # ints under jit tracing
         if two != 2 or steps < 1:
             raise ValueError(f'offsets: expected (N, T, 2, H, W) with T >= 1 and (dx, dy) in dim 2, '
                              f'got {tuple(offsets.shape)}')

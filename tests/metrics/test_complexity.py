@@ -105,8 +105,6 @@ def test_per_pixel_blur_op_is_counted_as_one_mac_per_tap_and_output():
     assert 'prim::PythonOp.TapGather' not in result['not_counted']
 
 
-@pytest.mark.xfail(raises=RuntimeError, strict=False,
-                   reason='fields/_taps.py _geometry calls round() on sizes, which are tensors under jit tracing')
 def test_kernel_field_blur_is_counted_exactly():
     from basicsr_blurfield.fields import KernelField
 
