@@ -146,6 +146,8 @@ class LatentKernelEstimation:
     def _build_kernel_estimation(self, img_channel: int, kernel_size: int, num_feat: int, flow_num_block: int,
                                  flow_hidden_size: int, sample_at_test: bool, freeze_prior: bool,
                                  padding: str) -> None:
+        """Adds ``flow`` (:class:`KernelFlowPrior`) and ``kernel_extra`` (the U-Net G); arguments as in
+        :class:`FlowKernelEstimator` (``num_feat`` is G's width)."""
         self.flow = KernelFlowPrior(kernel_size=kernel_size, num_block=flow_num_block, hidden_size=flow_hidden_size)
         self.kernel_extra = _LatentCodeNet(img_channel, num_feat, int(kernel_size)**2)
         self.sample_at_test = bool(sample_at_test)
