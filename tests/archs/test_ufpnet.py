@@ -152,3 +152,14 @@ def test_invalid_options_say_what_was_expected():
         build_network(dict(TINY, type='UFPNet', kam_levels=5))
     with pytest.raises(ValueError, match=r'expected \(N, C, H, W\)'):
         build_network(dict(TINY, type='UFPNet'))(torch.rand(3, 16, 16))
+
+
+def test_the_estimator_of_a_published_ufpnet_checkpoint_loads_into_flow_kernel_estimator():
+    from basicsr_blurfield.models.ufpnet_model import load_estimator_weights
+
+    fixture = _fixture('ufpnet_gopro_state_dict.json')
+    official = {key: torch.randn(shape) for key, shape in fixture['state_dict'].items()
+                if key.startswith(('kernel_extra.', 'flow.'))}
+    estimator = build_network({'type': 'FlowKernelEstimator'})
+    assert load_estimator_weights(estimator, {'params': official}) == 156
+    assert torch.equal(estimator.kernel_extra.Conv_tail['var'][2].bias, official['kernel_extra.Conv_tail.var.2.bias'])
