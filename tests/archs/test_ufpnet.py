@@ -88,6 +88,14 @@ def test_resampling_keeps_the_code_standard_normal_and_is_deterministic_without_
     assert float(first.std()) == pytest.approx(1.0, abs=0.03)
 
 
+def test_resampling_gradient_stays_finite_when_sigma_saturates():
+    logits = torch.full((1, 1, 1, 1), 200.0, requires_grad=True)  # sigmoid(200) == 1 exactly in float32
+    sigma = torch.sigmoid(logits)
+    z = torch.randn(1, 4, 1, 1, requires_grad=True)
+    resample_codes(z, sigma, sample=False).sum().backward()
+    assert torch.isfinite(logits.grad).all() and torch.isfinite(z.grad).all()
+
+
 def test_estimator_returns_a_normalized_kernel_field_and_is_deterministic_at_test():
     estimator = build_network({'type': 'FlowKernelEstimator', 'kernel_size': 5, 'num_feat': 4}).eval()
     lq = torch.rand(2, 3, 13, 18)
