@@ -8,6 +8,9 @@ import torch
 
 torch.set_num_threads(1)
 
+# Published checkpoint layouts (copied from the project's shared fixtures; data, not code).
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'published_layouts')
+
 
 def make_paired_folders(root: str, count: int = 3, size: tuple = (40, 48), seed: int = 0) -> tuple:
     """Writes ``count`` blurry/sharp PNG pairs (horizontal box blur of bundled photos) under ``root``.

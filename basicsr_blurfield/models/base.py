@@ -92,6 +92,24 @@ class BlurFieldBaseModel(BaseModel):
             raise ValueError('No trainable parameters: every network of this model is frozen')
         return params
 
+    def build_generator(self) -> nn.Module:
+        """Builds ``network_g`` on this model's device (DDP-wrapped when distributed), logs it and loads
+        ``path.pretrain_network_g`` (with ``strict_load_g``, ``param_key_g``) when given."""
+        net = self.model_to_device(build_network(self.opt['network_g']))
+        self.print_network(net)
+        load_path = self.opt['path'].get('pretrain_network_g')
+        if load_path is not None:
+            self.load_network(net, load_path, self.opt['path'].get('strict_load_g', True),
+                              self.opt['path'].get('param_key_g', 'params'))
+        return net
+
+    def setup_optimizer_g(self, *nets: nn.Module) -> None:
+        """``self.optimizer_g`` over the trainable parameters of ``nets`` from ``train.optim_g``, then the schedulers."""
+        optim_opt = dict(self.opt['train']['optim_g'])
+        self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), self.trainable_parameters(*nets), **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+        self.setup_schedulers()
+
     def build_auxiliary_network(self, role: str, frozen: bool = True) -> nn.Module:
         """Builds ``network_<role>``, loads ``path.pretrain_network_<role>`` and freezes it (eval mode) if asked.
 

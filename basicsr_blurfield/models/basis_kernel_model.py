@@ -19,7 +19,6 @@ from collections import OrderedDict
 import cv2
 import torch
 
-from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
@@ -49,12 +48,7 @@ class BasisKernelModel(BlurFieldBaseModel):
 
     def __init__(self, opt):
         super().__init__(opt)
-        self.net_g = self.model_to_device(build_network(opt['network_g']))
-        self.print_network(self.net_g)
-        load_path = self.opt['path'].get('pretrain_network_g')
-        if load_path is not None:
-            self.load_network(self.net_g, load_path, self.opt['path'].get('strict_load_g', True),
-                              self.opt['path'].get('param_key_g', 'params'))
+        self.net_g = self.build_generator()
         metrics = (self.opt.get('val') or {}).get('metrics') or {}
         unknown = sorted(set(metrics) - set(VAL_METRICS))
         if unknown:
@@ -71,10 +65,7 @@ class BasisKernelModel(BlurFieldBaseModel):
         if self.cri_reblur is None and self.cri_kernel is None:
             raise ValueError('BasisKernelModel needs train.reblur_opt and/or train.kernel_opt; both are missing')
         self.sample_generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0))
-        optim_opt = dict(train_opt['optim_g'])
-        self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), self.trainable_parameters(self.net_g), **optim_opt)
-        self.optimizers.append(self.optimizer_g)
-        self.setup_schedulers()
+        self.setup_optimizer_g(self.net_g)
 
     def feed_data(self, data):
         self.lq = data['lq'].to(self.device)

@@ -64,13 +64,7 @@ class DeblurModel(BlurFieldBaseModel):
 
     def __init__(self, opt):
         super().__init__(opt)
-        self.net_g = build_network(opt['network_g'])
-        self.net_g = self.model_to_device(self.net_g)
-        self.print_network(self.net_g)
-        load_path = self.opt['path'].get('pretrain_network_g')
-        if load_path is not None:
-            self.load_network(self.net_g, load_path, self.opt['path'].get('strict_load_g', True),
-                              self.opt['path'].get('param_key_g', 'params'))
+        self.net_g = self.build_generator()
         self.net_k = None
         if 'network_k' in opt:
             frozen = not self.is_train or self.opt['train'].get('freeze_network_k', True)
@@ -107,10 +101,7 @@ class DeblurModel(BlurFieldBaseModel):
             raise ValueError('train.reblur_opt needs a blur field: add network_k (a frozen field estimator) or use a '
                              'network_g that estimates one (estimates_field = True, e.g. UFPNet)')
         nets = [self.net_g] + ([self.net_k] if self.net_k is not None and not self._net_k_frozen() else [])
-        optim_opt = dict(train_opt['optim_g'])
-        self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), self.trainable_parameters(*nets), **optim_opt)
-        self.optimizers.append(self.optimizer_g)
-        self.setup_schedulers()
+        self.setup_optimizer_g(*nets)
 
     def _net_k_frozen(self) -> bool:
         return not any(param.requires_grad for param in self.net_k.parameters())

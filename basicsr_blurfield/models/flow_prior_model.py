@@ -14,7 +14,6 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
@@ -87,12 +86,7 @@ class FlowPriorModel(BlurFieldBaseModel):
 
     def __init__(self, opt):
         super().__init__(opt)
-        self.net_g = self.model_to_device(build_network(opt['network_g']))
-        self.print_network(self.net_g)
-        load_path = self.opt['path'].get('pretrain_network_g')
-        if load_path is not None:
-            self.load_network(self.net_g, load_path, self.opt['path'].get('strict_load_g', True),
-                              self.opt['path'].get('param_key_g', 'params'))
+        self.net_g = self.build_generator()
         if self.is_train:
             self.init_training_settings()
 
@@ -101,10 +95,7 @@ class FlowPriorModel(BlurFieldBaseModel):
         train_opt = self.opt['train']
         self.cri_flow = build_loss(train_opt['flow_opt']) if train_opt.get('flow_opt') else FlowNLLLoss()
         self.dequantize = float(train_opt.get('dequantize', 0.0))
-        optim_opt = dict(train_opt['optim_g'])
-        self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), self.trainable_parameters(self.net_g), **optim_opt)
-        self.optimizers.append(self.optimizer_g)
-        self.setup_schedulers()
+        self.setup_optimizer_g(self.net_g)
 
     def feed_data(self, data):
         self.kernel = data['kernel'].to(self.device)

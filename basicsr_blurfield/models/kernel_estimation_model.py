@@ -20,7 +20,6 @@ import cv2
 import numpy as np
 import torch
 
-from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
@@ -63,22 +62,20 @@ class KernelEstimationModel(BlurFieldBaseModel):
 
     def __init__(self, opt):
         super().__init__(opt)
-        self.net_g = self.model_to_device(build_network(opt['network_g']))
-        self.print_network(self.net_g)
+        self.net_g = self.build_generator()
         path_opt = self.opt['path']
-        if path_opt.get('pretrain_network_g') is not None:
-            self.load_network(self.net_g, path_opt['pretrain_network_g'], path_opt.get('strict_load_g', True),
-                              path_opt.get('param_key_g', 'params'))
-        elif path_opt.get('pretrain_network_flow') is not None:
-            self.load_network(self.get_bare_model(self.net_g).flow, path_opt['pretrain_network_flow'],
-                              path_opt.get('strict_load_flow', True), path_opt.get('param_key_flow', 'params'))
-        elif self.is_train and self.opt['train'].get('prior_fit') is not None:
-            losses = fit_flow_prior(self.get_bare_model(self.net_g).flow, **self.opt['train']['prior_fit'])
-            get_root_logger().info(f'Fitted the flow prior in place: {len(losses)} steps, NLL {losses[0]:.3f} -> '
-                                   f'{losses[-1]:.3f} nats/tap')
-        elif self.is_train:
-            raise ValueError('KernelEstimationModel needs a flow prior: set path.pretrain_network_flow (stage I), '
-                             'path.pretrain_network_g (stage II) or train.prior_fit')
+        if path_opt.get('pretrain_network_g') is None:  # else build_generator loaded the estimator with its prior
+            flow = self.get_bare_model(self.net_g).flow
+            if path_opt.get('pretrain_network_flow') is not None:
+                self.load_network(flow, path_opt['pretrain_network_flow'], path_opt.get('strict_load_flow', True),
+                                  path_opt.get('param_key_flow', 'params'))
+            elif self.is_train and self.opt['train'].get('prior_fit') is not None:
+                losses = fit_flow_prior(flow, **self.opt['train']['prior_fit'])
+                get_root_logger().info(f'Fitted the flow prior in place: {len(losses)} steps, NLL {losses[0]:.3f} -> '
+                                       f'{losses[-1]:.3f} nats/tap')
+            elif self.is_train:
+                raise ValueError('KernelEstimationModel needs a flow prior: set path.pretrain_network_flow (stage I), '
+                                 'path.pretrain_network_g (stage II) or train.prior_fit')
         self._initial_state = None
         if self.is_train and (self.opt.get('val') or {}).get('validate_initial', False):
             self._initial_state = {k: v.clone() for k, v in self.get_bare_model(self.net_g).state_dict().items()}
@@ -92,10 +89,7 @@ class KernelEstimationModel(BlurFieldBaseModel):
             raise ValueError('KernelEstimationModel needs train.reblur_opt (e.g. {type: ReblurLoss, criterion: l1})')
         self.cri_reblur = build_loss(train_opt['reblur_opt']).to(self.device)
         self.kernel_error_samples = int(train_opt.get('kernel_error_samples', 256))
-        optim_opt = dict(train_opt['optim_g'])
-        self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), self.trainable_parameters(self.net_g), **optim_opt)
-        self.optimizers.append(self.optimizer_g)
-        self.setup_schedulers()
+        self.setup_optimizer_g(self.net_g)
 
     def feed_data(self, data):
         self.lq = data['lq'].to(self.device)

@@ -9,9 +9,9 @@ import torch
 from basicsr.archs import build_network
 from basicsr_blurfield.archs.basis_kernel_arch import BasisKernelNet, remap_official_keys
 from basicsr_blurfield.fields import BasisField, KernelField, draw_kernel_grid, load_field, save_field
+from tests.conftest import FIXTURES
 
-FIXTURE = os.path.join(
-    os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures', 'carbajal_twoheads_k25_state_dict.json')
+FIXTURE = os.path.join(FIXTURES, 'carbajal_twoheads_k25_state_dict.json')
 TINY = dict(num_basis=4, kernel_size=9, num_feat=8, enc_channels=(8, 12, 16), kernel_channels=(12, 8, 8))
 
 
@@ -21,8 +21,6 @@ def tiny_net(**kwargs):
 
 
 def load_fixture():
-    if not os.path.isfile(FIXTURE):
-        pytest.skip(f'layout fixture not found: {FIXTURE}')
     with open(FIXTURE) as handle:
         return json.load(handle)
 

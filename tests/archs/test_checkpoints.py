@@ -12,14 +12,12 @@ from basicsr_blurfield.archs.checkpoints import find_remap, load_published_weigh
 from basicsr_blurfield.archs.mimounet_arch import MIMOUNet
 from basicsr_blurfield.archs.mprnet_arch import MPRNet
 from basicsr_blurfield.archs.nafnet_arch import NAFNet
+from tests.conftest import FIXTURES
 
-FIXTURES = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures')
 
 
 def load_fixture(name: str) -> dict:
     path = os.path.join(FIXTURES, name)
-    if not os.path.isfile(path):
-        pytest.skip(f'layout fixture not found: {path}')
     with open(path) as handle:
         return json.load(handle)
 

@@ -10,8 +10,8 @@ from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr_blurfield.archs.flow_prior_arch import KernelFlowPrior
 from basicsr_blurfield.archs.ufpnet_arch import remap_official_keys
+from tests.conftest import FIXTURES
 
-FIXTURES = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures')
 
 
 def _random_kernels(num: int, size: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
@@ -34,8 +34,6 @@ def _perturbed_prior(size: int = 3, num_block: int = 2, seed: int = 0) -> Kernel
 
 def test_published_layout_and_parameter_count():
     fixture_path = os.path.join(FIXTURES, 'ufpnet_flow_motion_pt.json')
-    if not os.path.isfile(fixture_path):
-        pytest.skip('shared fixtures not available')
     fixture = json.load(open(fixture_path))
     prior = build_network({'type': 'KernelFlowPrior', 'kernel_size': 19, 'num_block': 5})
     state = prior.state_dict()

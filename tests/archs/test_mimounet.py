@@ -9,15 +9,13 @@ import torch.nn.functional as F
 
 from basicsr.archs import build_network
 from basicsr_blurfield.archs.mimounet_arch import MIMOUNet, MIMOUNetPlus
+from tests.conftest import FIXTURES
 
-FIXTURES = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures')
 TINY = dict(num_res=1, base_channel=8)
 
 
 def load_fixture(name: str) -> dict:
     path = os.path.join(FIXTURES, name)
-    if not os.path.isfile(path):
-        pytest.skip(f'layout fixture not found: {path}')
     with open(path) as handle:
         return json.load(handle)
 

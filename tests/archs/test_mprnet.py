@@ -8,15 +8,13 @@ from torch import nn
 
 from basicsr.archs import build_network
 from basicsr_blurfield.archs.mprnet_arch import MPRNet
+from tests.conftest import FIXTURES
 
-FIXTURE = os.path.join(
-    os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures', 'mprnet_deblur_state_dict.json')
+FIXTURE = os.path.join(FIXTURES, 'mprnet_deblur_state_dict.json')
 TINY = dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1, reduction=4)
 
 
 def load_fixture() -> dict:
-    if not os.path.isfile(FIXTURE):
-        pytest.skip(f'layout fixture not found: {FIXTURE}')
     with open(FIXTURE) as handle:
         return json.load(handle)
 

@@ -8,15 +8,13 @@ import torch.nn.functional as F
 
 from basicsr.archs import build_network
 from basicsr_blurfield.archs.nafnet_arch import NAFBlock, NAFNet, NAFNetLocal, _LayerNorm2d
+from tests.conftest import FIXTURES
 
-FIXTURE = os.path.join(
-    os.path.dirname(__file__), '..', '..', '..', 'shared', 'fixtures', 'nafnet_width64_state_dict.json')
+FIXTURE = os.path.join(FIXTURES, 'nafnet_width64_state_dict.json')
 PUBLISHED = dict(img_channel=3, width=64, middle_blk_num=1, enc_blk_nums=(1, 1, 1, 28), dec_blk_nums=(1, 1, 1, 1))
 
 
 def load_fixture() -> dict:
-    if not os.path.isfile(FIXTURE):
-        pytest.skip(f'layout fixture not found: {FIXTURE}')
     with open(FIXTURE) as handle:
         return json.load(handle)
 

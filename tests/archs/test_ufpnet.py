@@ -12,16 +12,14 @@ from basicsr_blurfield.archs.kernel_attention import KernelAttention
 from basicsr_blurfield.archs.kernel_estimator_arch import resample_codes
 from basicsr_blurfield.archs.ufpnet_arch import remap_official_keys
 from basicsr_blurfield.fields import KernelField
+from tests.conftest import FIXTURES
 
 ROOT = os.path.join(os.path.dirname(__file__), '..', '..')
-FIXTURES = os.path.join(ROOT, '..', 'shared', 'fixtures')
 TINY = {'width': 4, 'enc_blk_nums': (1, 1, 1, 1), 'dec_blk_nums': (1, 1, 1, 1), 'kernel_size': 5, 'estimator_feat': 4}
 
 
 def _fixture(name: str) -> dict:
     path = os.path.join(FIXTURES, name)
-    if not os.path.isfile(path):
-        pytest.skip('shared fixtures not available')
     return json.load(open(path))
 
 

@@ -11,9 +11,9 @@ from basicsr.archs import build_network
 from basicsr.models.base_model import BaseModel
 from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+from tests.conftest import FIXTURES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.path.join(os.path.dirname(ROOT), 'shared', 'fixtures')
 NAFNET_FIXTURE = os.path.join(FIXTURES, 'nafnet_width64_state_dict.json')
 
 
