@@ -27,20 +27,9 @@ import sys
 from typing import List, Tuple
 
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+from basicsr_blurfield.data.paired_blur_dataset import list_images, read_pair_list
 
 LAYOUTS = ('gopro', 'hide', 'realblur', 'synthetic', 'folder')
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-
-
-def list_images(root: str) -> List[str]:
-    """Image paths relative to ``root`` (recursive, sorted)."""
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f'expected an image folder, got {root!r}')
-    found = [
-        os.path.relpath(os.path.join(folder, name), root) for folder, _, files in os.walk(root) for name in files
-        if name.lower().endswith(IMAGE_EXTENSIONS)
-    ]
-    return sorted(found)
 
 
 def key_of(path: str) -> str:
@@ -92,16 +81,8 @@ def paired_entries(layout: str,
     elif layout == 'realblur':
         if not list_file or not os.path.isfile(list_file):
             raise FileNotFoundError(f'realblur: expected --list FILE of "gt lq" lines, got {list_file!r}')
-        pairs, keys = [], []
-        with open(list_file) as f:
-            for number, line in enumerate(f, 1):
-                fields = line.split()
-                if not fields:
-                    continue
-                if len(fields) < 2:
-                    raise ValueError(f'{list_file}:{number}: expected "gt_path lq_path", got {line.strip()!r}')
-                pairs.append((fields[1], fields[0]))
-                keys.append(key_of(fields[1]))
+        pairs = [(lq, gt) for gt, lq in read_pair_list(list_file)]
+        keys = [key_of(lq) for lq, _ in pairs]
     elif layout == 'synthetic':
         names = list_images(os.path.join(root, 'blur'))
         pairs = [(os.path.join('blur', p), os.path.join('sharp', p)) for p in names]

@@ -30,7 +30,8 @@ import numpy as np
 from tqdm import tqdm
 
 from basicsr_blurfield.data.synthetic_blur_dataset import (FIELD_TYPES, REPRESENTATIONS, blur_with_field, degrade,
-                                                           list_sharp_images, parse_field_ratios, synthesize_field)
+                                                           list_sharp_images, parse_field_ratios, random_crop,
+                                                           synthesize_field)
 from basicsr_blurfield.fields import draw_kernel_grid, save_field
 
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -114,14 +115,7 @@ def make_item(index: int, sources: list, params: dict, cache: dict) -> dict:
         cache[source] = read_rgb(source)
     image = cache[source]
     size = params['size']
-    height, width = image.shape[:2]
-    if height < size or width < size:
-        pad_h, pad_w = max(size - height, 0), max(size - width, 0)
-        image = cv2.copyMakeBorder(image, pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2,
-                                   cv2.BORDER_REFLECT_101)
-        height, width = image.shape[:2]
-    top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
-    sharp8 = np.round(image[top:top + size, left:left + size] * 255).astype(np.uint8)
+    sharp8 = np.round(random_crop(image, size, rng) * 255).astype(np.uint8)
     names, probs = parse_field_ratios(params['field_types'], params['representation'])
     field_type = str(rng.choice(names, p=probs))
     arrays = synthesize_field(field_type, size, size, rng, params['kernel_size'], params['representation'],

@@ -6,8 +6,8 @@ under ``model``; some files are a bare state dict. :func:`unwrap_state_dict` rem
 the network-specific name changes live next to each arch as ``remap_official_keys(state) -> state`` (STYLE.md habit
 13) and :func:`load_published_weights` applies both, then loads strictly by default.
 
-The layouts these functions are tested against are ``tests/fixtures/published_layouts/*_state_dict.json`` (keys, shapes, counts and
-wrappers read off the authors' code).
+The layouts these functions are tested against are ``tests/fixtures/published_layouts/*_state_dict.json``
+(keys, shapes, counts and wrappers read off the authors' code).
 """
 import importlib
 import os

@@ -33,7 +33,7 @@ _LAYOUTS = ('folders', 'gopro', 'hide', 'realblur')
 _IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
-def _list_images(root: str) -> List[str]:
+def list_images(root: str) -> List[str]:
     """Relative paths of every image under ``root`` (recursive, sorted)."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f'image folder not found: {root!r}')
@@ -67,6 +67,24 @@ def _check_pairs(lq_only: List[str], gt_only: List[str], where: str) -> None:
     raise ValueError('\n'.join(lines))
 
 
+def read_pair_list(list_file: str) -> List[Tuple[str, str]]:
+    """Reads a RealBlur-style list file: one ``gt_path lq_path`` pair per line (relative paths; blank lines skipped).
+
+    Returns:
+        list[tuple[str, str]]: (gt_path, lq_path) as written. Raises ``ValueError`` naming a malformed line.
+    """
+    pairs = []
+    with open(list_file) as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < 2:
+                raise ValueError(f'{list_file}:{number}: expected "gt_path lq_path", got {line.strip()!r}')
+            pairs.append((fields[0], fields[1]))
+    return pairs
+
+
 def find_pairs(opt: dict) -> List[Tuple[str, str]]:
     """Finds (gt_path, lq_path) pairs for a dataset option dict (see the module docstring for the layouts).
 
@@ -92,15 +110,7 @@ def find_pairs(opt: dict) -> List[Tuple[str, str]]:
         base, list_file = root('dataroot'), root('meta_info_file')
         if not os.path.isfile(list_file):
             raise FileNotFoundError(f'meta_info_file not found: {list_file!r}')
-        pairs = []
-        with open(list_file) as f:
-            for number, line in enumerate(f, 1):
-                fields = line.split()
-                if not fields:
-                    continue
-                if len(fields) < 2:
-                    raise ValueError(f'{list_file}:{number}: expected "gt_path lq_path", got {line.strip()!r}')
-                pairs.append((os.path.join(base, fields[0]), os.path.join(base, fields[1])))
+        pairs = [(os.path.join(base, gt), os.path.join(base, lq)) for gt, lq in read_pair_list(list_file)]
         missing = [path for pair in pairs for path in pair if not os.path.isfile(path)]
         if missing:
             raise FileNotFoundError(f'{len(missing)} files listed in {list_file} do not exist, e.g. {missing[:5]}')
@@ -109,7 +119,7 @@ def find_pairs(opt: dict) -> List[Tuple[str, str]]:
     if layout == 'gopro':
         base = root('dataroot')
         lq_name, gt_name = opt.get('lq_subfolder', 'blur'), opt.get('gt_subfolder', 'sharp')
-        files = _list_images(base)
+        files = list_images(base)
         lq = {path.replace(f'{os.sep}{lq_name}{os.sep}', f'{os.sep}{gt_name}{os.sep}', 1): path
               for path in files if f'{os.sep}{lq_name}{os.sep}' in f'{os.sep}{path}'}
         gt = {path for path in files if f'{os.sep}{gt_name}{os.sep}' in f'{os.sep}{path}'}
@@ -119,7 +129,7 @@ def find_pairs(opt: dict) -> List[Tuple[str, str]]:
         return [(os.path.join(base, key), os.path.join(base, lq[key])) for key in sorted(lq)]
 
     gt_root, lq_root = root('dataroot_gt'), root('dataroot_lq')
-    lq_files, gt_files = _list_images(lq_root), _list_images(gt_root)
+    lq_files, gt_files = list_images(lq_root), list_images(gt_root)
     if layout == 'hide':
         gt_by_name = {os.path.basename(path): path for path in gt_files}
         unmatched = [path for path in lq_files if os.path.basename(path) not in gt_by_name]

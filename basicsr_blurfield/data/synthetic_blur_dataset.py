@@ -224,6 +224,18 @@ def field_from_batch(batch: dict) -> BlurField:
     raise KeyError(f'batch: expected field_basis + field_mixing or field_offsets, got keys {sorted(batch)}')
 
 
+def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``size x size`` crop of an (H, W, C) image, reflect-padded (centred) first when it is smaller."""
+    height, width = image.shape[:2]
+    if height < size or width < size:
+        pad_h, pad_w = max(size - height, 0), max(size - width, 0)
+        image = cv2.copyMakeBorder(image, pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2,
+                                   cv2.BORDER_REFLECT_101)
+        height, width = image.shape[:2]
+    top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+    return image[top:top + size, left:left + size]
+
+
 @DATASET_REGISTRY.register()
 class SyntheticBlurDataset(data.Dataset):
     """Sharp crops blurred by random non-uniform fields, with the fields and per-pixel loss weights.
@@ -305,14 +317,7 @@ class SyntheticBlurDataset(data.Dataset):
         return image
 
     def _crop(self, image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-        height, width = image.shape[:2]
-        if height < size or width < size:
-            pad_h, pad_w = max(size - height, 0), max(size - width, 0)
-            image = cv2.copyMakeBorder(image, pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2,
-                                       cv2.BORDER_REFLECT_101)
-            height, width = image.shape[:2]
-        top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
-        crop = image[top:top + size, left:left + size]
+        crop = random_crop(image, size, rng)
         if self.opt.get('use_hflip', False) and rng.random() < 0.5:
             crop = crop[:, ::-1]
         if self.opt.get('use_rot', False):
