@@ -115,7 +115,8 @@ def make_item(index: int, sources: list, params: dict, cache: dict) -> dict:
         cache[source] = read_rgb(source)
     image = cache[source]
     size = params['size']
-    sharp8 = np.round(random_crop(image, size, rng) * 255).astype(np.uint8)
+    crop, (top, left) = random_crop(image, size, rng)
+    sharp8 = np.round(crop * 255).astype(np.uint8)
     names, probs = parse_field_ratios(params['field_types'], params['representation'])
     field_type = str(rng.choice(names, p=probs))
     arrays = synthesize_field(field_type, size, size, rng, params['kernel_size'], params['representation'],

@@ -224,8 +224,12 @@ def field_from_batch(batch: dict) -> BlurField:
     raise KeyError(f'batch: expected field_basis + field_mixing or field_offsets, got keys {sorted(batch)}')
 
 
-def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``size x size`` crop of an (H, W, C) image, reflect-padded (centred) first when it is smaller."""
+def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> tuple:
+    """A random ``size x size`` crop of an (H, W, C) image, reflect-padded (centred) first when it is smaller.
+
+    Returns:
+        tuple: the crop (size, size, C) and its top-left corner ``(top, left)`` in the (padded) image.
+    """
     height, width = image.shape[:2]
     if height < size or width < size:
         pad_h, pad_w = max(size - height, 0), max(size - width, 0)
@@ -233,7 +237,7 @@ def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.nd
                                    cv2.BORDER_REFLECT_101)
         height, width = image.shape[:2]
     top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
-    return image[top:top + size, left:left + size]
+    return image[top:top + size, left:left + size], (top, left)
 
 
 @DATASET_REGISTRY.register()
@@ -317,7 +321,7 @@ class SyntheticBlurDataset(data.Dataset):
         return image
 
     def _crop(self, image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-        crop = random_crop(image, size, rng)
+        crop, _ = random_crop(image, size, rng)
         if self.opt.get('use_hflip', False) and rng.random() < 0.5:
             crop = crop[:, ::-1]
         if self.opt.get('use_rot', False):
