@@ -6,9 +6,10 @@ deviation ``sigma_i`` (sigmoid of a second head, averaged over the L channels: o
 
     z_hat_i = sqrt(1 - sigma_i^2) * z_i + n_i,    n_i = sigma_i * eps_i,  eps_i ~ N(0, I)
 
-during training; at test time the noise is left out by default (``z_hat_i = sqrt(1 - sigma_i^2) * z_i``, the mean and
-mode of z_hat_i), so results do not depend on a seed (the published code keeps adding noise at test time). ``sample`` switches
-this per call and ``sample_at_test`` per network; noise comes from an explicit ``torch.Generator`` when one is given.
+during training; at test time the noise is left out by default (``z_hat_i = sqrt(1 - sigma_i^2) * z_i``, the mean
+and mode of z_hat_i), so results do not depend on a seed (the published code keeps adding noise at test time).
+``sample`` switches this per call and ``sample_at_test`` per network; noise comes from an explicit
+``torch.Generator`` when one is given.
 The kernels ``k_i = f_theta(z_hat_i)`` are decoded by the frozen :class:`KernelFlowPrior` (eq. (3)) and returned as a
 :class:`~basicsr_blurfield.fields.KernelField` (gather form, each kernel non-negative and summing to 1). The stage-II
 loss is the re-blur L1 of eq. (4), ``||blur(x, field) - y||_1``.

@@ -136,7 +136,8 @@ def find_pairs(opt: dict) -> List[Tuple[str, str]]:
         _check_pairs(unmatched, [], f'{lq_root} vs {gt_root}')
         return [(os.path.join(gt_root, gt_by_name[os.path.basename(path)]), os.path.join(lq_root, path))
                 for path in lq_files]
-    _check_pairs(sorted(set(lq_files) - set(gt_files)), sorted(set(gt_files) - set(lq_files)), f'{lq_root} vs {gt_root}')
+    _check_pairs(sorted(set(lq_files) - set(gt_files)), sorted(set(gt_files) - set(lq_files)),
+                 f'{lq_root} vs {gt_root}')
     if not lq_files:
         raise ValueError(f'no images found under {lq_root!r}')
     return [(os.path.join(gt_root, path), os.path.join(lq_root, path)) for path in lq_files]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import check_kernel_size, check_points, check_sample_image, check_tensor, source_index
+from ._common import check_kernel_size, check_points, check_sample_image, check_tensor
 from .base import BlurField
 from .kernel_field import KernelField
 

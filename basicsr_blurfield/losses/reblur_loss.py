@@ -55,7 +55,8 @@ def weighted_distance(pred: torch.Tensor,
         try:
             weight = weight.expand_as(loss)
         except RuntimeError as error:
-            raise ValueError(f'weight of shape {tuple(weight.shape)} does not broadcast to {tuple(loss.shape)}') from error
+            raise ValueError(f'weight of shape {tuple(weight.shape)} does not broadcast to '
+                             f'{tuple(loss.shape)}') from error
         loss = loss * weight
     if reduction == 'none':
         return loss

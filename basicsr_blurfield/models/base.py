@@ -104,7 +104,7 @@ class BlurFieldBaseModel(BaseModel):
         return net
 
     def setup_optimizer_g(self, *nets: nn.Module) -> None:
-        """``self.optimizer_g`` over the trainable parameters of ``nets`` from ``train.optim_g``, then the schedulers."""
+        """Sets ``self.optimizer_g`` (``train.optim_g``) over the trainable parameters of ``nets``, then schedulers."""
         optim_opt = dict(self.opt['train']['optim_g'])
         self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), self.trainable_parameters(*nets), **optim_opt)
         self.optimizers.append(self.optimizer_g)

@@ -57,9 +57,10 @@ def _crop_scaled(image: torch.Tensor, size: tuple, padded_height: int) -> torch.
 class DeblurModel(BlurFieldBaseModel):
     """Paired deblurring with a pixel loss, optional re-blur loss, EMA, gradient clipping and padding.
 
-    Options: ``network_g``; ``pad_to_multiple`` (default 1: no padding by the model); optional ``network_k`` (+ ``path.pretrain_network_k``, ``train.freeze_network_k``, default
-    true); ``train.pixel_opt`` (e.g. ``PSNRLoss``), ``train.reblur_opt`` (``ReblurLoss``), ``train.ema_decay``,
-    ``train.use_grad_clip``, ``train.optim_g``, ``train.scheduler``; ``val.metrics`` as in BasicSR.
+    Options: ``network_g``; ``pad_to_multiple`` (default 1: no padding by the model); optional ``network_k``
+    (+ ``path.pretrain_network_k``, ``train.freeze_network_k``, default true); ``train.pixel_opt`` (e.g.
+    ``PSNRLoss``), ``train.reblur_opt`` (``ReblurLoss``), ``train.ema_decay``, ``train.use_grad_clip``,
+    ``train.optim_g``, ``train.scheduler``; ``val.metrics`` as in BasicSR.
     """
 
     def __init__(self, opt):

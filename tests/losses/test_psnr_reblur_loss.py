@@ -44,7 +44,8 @@ def test_weighted_distance_reductions_and_errors():
     pred, target = torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)
     assert weighted_distance(pred, target, reduction='sum').item() == 4
     assert weighted_distance(pred, target, reduction='none').shape == (1, 1, 2, 2)
-    with pytest.raises(ValueError, match="Unsupported criterion: l3. Supported ones are: \\['l1', 'l2', 'charbonnier'\\]"):
+    message = r"Unsupported criterion: l3. Supported ones are: \['l1', 'l2', 'charbonnier'\]"
+    with pytest.raises(ValueError, match=message):
         weighted_distance(pred, target, criterion='l3')
     with pytest.raises(ValueError, match='does not broadcast'):
         weighted_distance(pred, target, weight=torch.ones(2, 1, 3, 3))

@@ -137,7 +137,8 @@ def test_distributed_init_upstream_fails_without_cuda():
 
 
 def test_distributed_init_fixed_uses_gloo_and_cpu_ddp():
-    fixed = run_python(DIST_CODE.format(patch='compat.patch_distributed()'), env_extra=dict(DIST_ENV, MASTER_PORT='29532'))
+    fixed = run_python(DIST_CODE.format(patch='compat.patch_distributed()'),
+                       env_extra=dict(DIST_ENV, MASTER_PORT='29532'))
     assert fixed.returncode == 0, fixed.stderr
     assert fixed.stdout.split()[-2:] == ['DistributedDataParallel', 'gloo']
 
