@@ -23,7 +23,6 @@ import multiprocessing
 import os
 import platform
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -31,6 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from basicsr_blurfield.atomic import write_text
 from basicsr_blurfield.metrics.leaderboard_metrics import psnr_uint8
 from basicsr_blurfield.metrics.realblur import ECC_GAUSS_FILT_SIZE, ECC_ITERATIONS, realblur_scores
 from basicsr_blurfield.metrics.ssim import ssim_per_channel, ssim_volumetric
@@ -327,21 +327,6 @@ def evaluate_folders(protocol: str,
     return document
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(handle, 'w', encoding='utf-8', newline='') as f:
-            f.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def results_csv(document: dict) -> str:
     """The per-image rows and a final ``mean`` row as CSV text (the warp matrices stay in the JSON)."""
     columns = ['name'] + list(PROTOCOLS[document['protocol']].metrics)
@@ -410,9 +395,9 @@ def main(argv: Optional[list] = None) -> dict:
         except (PairingError, FileNotFoundError) as error:
             parser.exit(2, f'error: {error}\n')
         if args.csv:
-            write_atomic(args.csv, results_csv(document))
+            write_text(args.csv, results_csv(document))
     if args.json:
-        write_atomic(args.json, json.dumps(document, indent=2) + '\n')
+        write_text(args.json, json.dumps(document, indent=2) + '\n')
     print(_summary(document), file=sys.stdout)
     return document
 

@@ -17,7 +17,8 @@ import math
 import os
 from typing import Optional
 
-from basicsr_blurfield.evaluate import PROTOCOLS, RESULT_FORMAT, write_atomic
+from basicsr_blurfield.atomic import write_text
+from basicsr_blurfield.evaluate import PROTOCOLS, RESULT_FORMAT
 
 PUBLISHED_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'published_results.json')
 DATASET_ORDER = ('gopro', 'hide', 'realblur_r', 'realblur_j')  # Table 1's column order
@@ -162,7 +163,7 @@ def main(argv: Optional[list] = None) -> str:
         parser.exit(2, f'error: {error}\n')
     text = table_markdown(rows)
     if args.markdown:
-        write_atomic(args.markdown, text)
+        write_text(args.markdown, text)
     print(text, end='')
     return text
 

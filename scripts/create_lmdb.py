@@ -23,6 +23,7 @@ Example:
 """
 import argparse
 import os
+import shutil
 import sys
 from typing import List, Tuple
 
@@ -101,6 +102,9 @@ def paired_entries(layout: str,
 def write_lmdb(root: str, lmdb_path: str, paths: List[str], keys: List[str], compress_level: int = 1) -> None:
     """``make_lmdb_from_imgs`` with a clear error when the output exists (BasicSR would exit the process).
 
+    The lmdb is built under a temporary ``.<name>.partial.lmdb`` beside the target and renamed when complete, so an
+    interrupted run never leaves a half-written ``.lmdb`` that a dataset would read.
+
     The lmdb map size is a generous bound from the input file sizes (64 MiB + 30x the files, enough for JPEG inputs
     re-encoded as PNG); BasicSR's default (10x the first image) overflows when images differ in size.
     """
@@ -109,7 +113,11 @@ def write_lmdb(root: str, lmdb_path: str, paths: List[str], keys: List[str], com
     if os.path.exists(lmdb_path):
         raise FileExistsError(f'{lmdb_path} already exists; remove it or choose another --output')
     map_size = (64 << 20) + 30 * sum(os.path.getsize(os.path.join(root, p)) for p in paths)
-    make_lmdb_from_imgs(root, lmdb_path, paths, keys, compress_level=compress_level, map_size=map_size)
+    folder, name = os.path.split(os.path.abspath(lmdb_path))
+    partial = os.path.join(folder, f'.{name[:-len(".lmdb")]}.partial.lmdb')
+    shutil.rmtree(partial, ignore_errors=True)
+    make_lmdb_from_imgs(root, partial, paths, keys, compress_level=compress_level, map_size=map_size)
+    os.rename(partial, lmdb_path)
 
 
 def create(layout: str,

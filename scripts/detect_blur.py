@@ -11,7 +11,6 @@ The checkpoint may be ours (BasicSR layout, weights under ``params`` / ``params_
 published configuration unless ``--opt`` names a training YAML whose ``network_g`` section describes it.
 """
 import argparse
-import os
 
 import cv2
 import numpy as np
@@ -21,6 +20,7 @@ import yaml
 import basicsr_blurfield  # noqa: F401  (applies compat, registers the archs)
 from basicsr.archs import build_network
 from basicsr_blurfield.archs.basis_kernel_arch import remap_official_keys
+from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.fields import draw_kernel_grid
 from basicsr_blurfield.restoration.blur_detection import blur_score, evaluate_blur_detection
 
@@ -77,15 +77,12 @@ def main() -> None:
     with torch.no_grad():
         field = net(image)
         score = blur_score(field, args.threshold)[0, 0].cpu().numpy()
-    for path in (args.output, args.score, args.kernels):
-        if path and os.path.dirname(os.path.abspath(path)):
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    cv2.imwrite(args.output, ((score >= 0.5) * 255).astype(np.uint8))
+    imwrite(args.output, ((score >= 0.5) * 255).astype(np.uint8))
     if args.score:
-        cv2.imwrite(args.score, np.round(score * 255).astype(np.uint8))
+        imwrite(args.score, np.round(score * 255).astype(np.uint8))
     if args.kernels:
         grid = draw_kernel_grid(image[0].cpu(), field.to('cpu'), step=max(16, min(field.height, field.width) // 8))
-        cv2.imwrite(args.kernels, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        imwrite(args.kernels, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     print(f'{args.output}: {100 * float((score >= 0.5).mean()):.1f}% of the pixels marked as blurred')
 
 

@@ -17,6 +17,7 @@ import torch
 
 import basicsr_blurfield  # noqa: F401  (applies compat, registers the archs)
 from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
+from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.archs.kernel_estimator_arch import FlowKernelEstimator
 from basicsr_blurfield.archs.ufpnet_arch import remap_official_keys
 from basicsr_blurfield.fields import draw_kernel_grid, save_field
@@ -59,7 +60,7 @@ def main() -> None:
     with torch.no_grad():
         field = estimator(rgb)
     drawing = draw_kernel_grid(rgb, field, step=args.step)
-    cv2.imwrite(args.output, cv2.cvtColor(drawing, cv2.COLOR_RGB2BGR))
+    imwrite(args.output, cv2.cvtColor(drawing, cv2.COLOR_RGB2BGR))
     if args.save_field:
         save_field(args.save_field, field)
     print(f'{args.output}: {field.kernel_size}x{field.kernel_size} kernels on a {field.height}x{field.width} image')

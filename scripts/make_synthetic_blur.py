@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from basicsr_blurfield.atomic import atomic_path, imwrite, write_text
 from basicsr_blurfield.data.synthetic_blur_dataset import (FIELD_TYPES, REPRESENTATIONS, blur_with_field, degrade,
                                                            list_sharp_images, parse_field_ratios, random_crop,
                                                            synthesize_field)
@@ -49,35 +50,22 @@ def parse_field_types(text: str) -> dict:
     return ratios
 
 
-def _atomic_write_bytes(path: str, payload: bytes) -> None:
-    temp = f'{path}.tmp{os.getpid()}'
-    with open(temp, 'wb') as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
-
-
 def write_png(path: str, image_rgb: np.ndarray) -> None:
     """Writes (H, W, 3) uint8 RGB as PNG, atomically."""
-    ok, payload = cv2.imencode('.png', np.ascontiguousarray(image_rgb[..., ::-1]))
-    if not ok:
-        raise OSError(f'cannot encode {path}')
-    _atomic_write_bytes(path, payload.tobytes())
+    imwrite(path, np.ascontiguousarray(image_rgb[..., ::-1]))
 
 
 def write_field(path: str, field) -> None:
-    """``save_field`` to a temporary file, re-zipped with fixed time stamps (same bytes on every run), renamed."""
-    temp = f'{path}.tmp{os.getpid()}.npz'
-    save_field(temp, field)
-    stable = f'{path}.stable{os.getpid()}'
-    with zipfile.ZipFile(temp) as source, zipfile.ZipFile(stable, 'w', zipfile.ZIP_DEFLATED) as target:
-        for info in source.infolist():
-            entry = zipfile.ZipInfo(info.filename, date_time=_FIXED_ZIP_TIME)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            target.writestr(entry, source.read(info.filename))
-    os.remove(temp)
-    os.replace(stable, path)
+    """``save_field``, re-zipped with fixed time stamps (the same bytes on every run), written atomically."""
+    with atomic_path(path) as temporary:
+        save_field(temporary, field)
+        with zipfile.ZipFile(temporary) as source:
+            entries = [(info.filename, source.read(info.filename)) for info in source.infolist()]
+        with zipfile.ZipFile(temporary, 'w', zipfile.ZIP_DEFLATED) as target:
+            for name, payload in entries:
+                entry = zipfile.ZipInfo(name, date_time=_FIXED_ZIP_TIME)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                target.writestr(entry, payload)
 
 
 def package_versions() -> dict:
@@ -186,7 +174,7 @@ def run(args) -> dict:
                              'expected the same options to resume, or a new --out')
     for sub in ('sharp', 'blur', 'field') + (('plot', ) if args.plots else ()):
         os.makedirs(os.path.join(args.out, sub), exist_ok=True)
-    _atomic_write_bytes(manifest_path, json.dumps(dict(params, items=[]), indent=1).encode())
+    write_text(manifest_path, json.dumps(dict(params, items=[]), indent=1))
     gen_params = dict(params, field_types=args.field_types)
     cache, records = {}, []
     for index in tqdm(range(args.count), desc='synthetic blur', unit='item', disable=args.quiet):
@@ -211,7 +199,7 @@ def run(args) -> dict:
         if record is None:
             records[index] = replay_record(index, sources, gen_params)
     manifest = dict(params, items=records)
-    _atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
+    write_text(manifest_path, json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -10,11 +10,11 @@ Usage::
 the field's size when they differ.
 """
 import argparse
-import os
 import sys
 
 import cv2
 
+from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.fields import OffsetField, draw_kernel_grid, draw_trajectories, load_field
 
 
@@ -52,9 +52,10 @@ def main(argv=None) -> int:
         picture = draw_trajectories(photo, field, step=args.step, index=args.index, scale=args.scale)
     else:
         picture = draw_kernel_grid(photo, field, step=args.step, index=args.index)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    if not cv2.imwrite(args.output, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
-        print(f'error: cannot write {args.output!r}', file=sys.stderr)
+    try:
+        imwrite(args.output, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    except OSError as error:
+        print(f'error: {error}', file=sys.stderr)
         return 2
     print(f'wrote {args.output} ({type(field).__name__}, {mode}, step {args.step})')
     return 0

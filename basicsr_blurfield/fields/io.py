@@ -10,6 +10,7 @@ from typing import Union
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from .base import BlurField
 from .basis_field import BasisField
 from .kernel_field import KernelField
@@ -19,7 +20,7 @@ FIELD_TYPES = {cls.__name__: cls for cls in (KernelField, BasisField, OffsetFiel
 
 
 def save_field(path: Union[str, os.PathLike], field: BlurField) -> None:
-    """Writes ``field`` to ``path`` (a compressed ``.npz``; numpy appends ``.npz`` when missing).
+    """Writes ``field`` to ``path`` (a compressed ``.npz``; ``.npz`` is appended when missing), atomically.
 
     Args:
         path (str | PathLike): destination file.
@@ -28,7 +29,10 @@ def save_field(path: Union[str, os.PathLike], field: BlurField) -> None:
     if type(field).__name__ not in FIELD_TYPES or not isinstance(field, BlurField):
         raise TypeError(f'field: expected one of {tuple(FIELD_TYPES)}, got {type(field).__name__}')
     arrays = {name: value.detach().cpu().numpy() for name, value in field.tensors().items()}
-    np.savez_compressed(path, field_type=np.array(type(field).__name__), padding=np.array(field.padding), **arrays)
+    path = os.fspath(path)
+    with atomic_path(path if path.endswith('.npz') else f'{path}.npz') as temporary:
+        np.savez_compressed(temporary, field_type=np.array(type(field).__name__), padding=np.array(field.padding),
+                            **arrays)
 
 
 def load_field(path: Union[str, os.PathLike], device: Union[str, torch.device] = 'cpu') -> BlurField:

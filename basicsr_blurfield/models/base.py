@@ -18,6 +18,7 @@ from basicsr.models import lr_scheduler as basicsr_lr_scheduler
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
+from basicsr_blurfield.atomic import torch_save
 
 _OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW, 'SGD': torch.optim.SGD}
 _COSINE = ('TrueCosineAnnealingLR', 'CosineAnnealingLR')
@@ -26,19 +27,6 @@ _BASICSR_SCHEDULERS = {
     'MultiStepRestartLR': basicsr_lr_scheduler.MultiStepRestartLR,
     'CosineAnnealingRestartLR': basicsr_lr_scheduler.CosineAnnealingRestartLR,
 }
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
-    try:
-        torch.save(obj, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 class BlurFieldBaseModel(BaseModel):
@@ -156,7 +144,7 @@ class BlurFieldBaseModel(BaseModel):
             for name, param in self.get_bare_model(net_).state_dict().items():
                 state_dict[name[7:] if name.startswith('module.') else name] = param.cpu()
             save_dict[key] = state_dict
-        atomic_torch_save(save_dict, save_path)
+        torch_save(save_dict, save_path)
 
     @master_only
     def save_training_state(self, epoch, current_iter):
@@ -169,4 +157,4 @@ class BlurFieldBaseModel(BaseModel):
             'optimizers': [optimizer.state_dict() for optimizer in self.optimizers],
             'schedulers': [scheduler.state_dict() for scheduler in self.schedulers],
         }
-        atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+        torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))

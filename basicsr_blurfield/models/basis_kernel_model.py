@@ -22,6 +22,7 @@ import torch
 from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.data.synthetic_blur_dataset import field_from_batch
 from basicsr_blurfield.fields import draw_kernel_grid
 from basicsr_blurfield.losses.kernel_loss import KernelLoss
@@ -163,10 +164,9 @@ class BasisKernelModel(BlurFieldBaseModel):
         label = current_iter if self.opt['is_train'] else self.opt['name']
         folder = name if self.opt['is_train'] else dataset_name
         path = os.path.join(self.opt['path']['visualization'], folder, f'{name}_{label}_kernels.png')
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         step = int(self.opt['val'].get('kernel_grid_step', 32))
         grid = draw_kernel_grid(self.lq[0].cpu(), self.field.to('cpu'), step=step)
-        cv2.imwrite(path, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        imwrite(path, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
     def _log_validation_metric_values(self, current_iter, dataset_name, tb_logger):
         message = f'Validation {dataset_name}\n'

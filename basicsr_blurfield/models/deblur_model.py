@@ -27,9 +27,10 @@ from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
-from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
+from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.models.base import BlurFieldBaseModel
 
 
@@ -203,7 +204,7 @@ class DeblurModel(BlurFieldBaseModel):
                 del self.gt
             del self.lq, self.output
             if save_img:
-                imwrite(metric_data['img'], self._result_path(dataset_name, key, current_iter))
+                imwrite(self._result_path(dataset_name, key, current_iter), metric_data['img'])
             for name, metric_opt in metrics.items():
                 self.metric_results[name] += calculate_metric(metric_data, metric_opt)
             count += 1

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from basicsr_blurfield import evaluate
-from basicsr_blurfield.evaluate import main, pair_files, write_atomic
+from basicsr_blurfield.atomic import write_text
+from basicsr_blurfield.evaluate import main, pair_files
 
 NAMES = ('astronaut', 'coffee', 'sub/chelsea')
 
@@ -126,8 +127,8 @@ def test_complexity_document_from_a_yaml_option(tmp_path):
 
 def test_write_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path):
     target = tmp_path / 'x.json'
-    write_atomic(str(target), 'old')
-    write_atomic(str(target), 'new')
+    write_text(str(target), 'old')
+    write_text(str(target), 'new')
     assert target.read_text() == 'new' and os.listdir(tmp_path) == ['x.json']
 
 
