@@ -23,6 +23,7 @@ import torch
 from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.data.synthetic_blur_dataset import field_from_batch
 from basicsr_blurfield.fields import draw_kernel_grid
 from basicsr_blurfield.losses.kernel_loss import KernelLoss
@@ -171,10 +172,8 @@ class KernelEstimationModel(BlurFieldBaseModel):
     def _save_field_png(self, dataset_name: str, index: int, current_iter) -> str:
         step = int(self.opt['val'].get('kernel_grid_step', 16))
         panel = draw_field_comparison(self.lq, self.field, self.gt_field, step)
-        folder = os.path.join(self.opt['path']['visualization'], dataset_name)
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f'field_{index:03d}_{current_iter}.png')
-        cv2.imwrite(path, cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        path = os.path.join(self.opt['path']['visualization'], dataset_name, f'field_{index:03d}_{current_iter}.png')
+        imwrite(path, cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
         return path
 
     def save(self, epoch, current_iter):
