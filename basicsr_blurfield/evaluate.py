@@ -31,12 +31,12 @@ import numpy as np
 from tqdm import tqdm
 
 from basicsr_blurfield.atomic import write_text
+from basicsr_blurfield.data.paired_blur_dataset import IMAGE_EXTENSIONS
 from basicsr_blurfield.metrics.leaderboard_metrics import psnr_uint8
 from basicsr_blurfield.metrics.realblur import ECC_GAUSS_FILT_SIZE, ECC_ITERATIONS, realblur_scores
 from basicsr_blurfield.metrics.ssim import ssim_per_channel, ssim_volumetric
 
 RESULT_FORMAT = 'basicsr_blurfield.evaluate/1'
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 _UINT8_DEFINITION = ('PSNR = 10 log10(255^2 / MSE) over all pixels and the 3 channels of the saved uint8 RGB images, '
                      'no crop, no Y channel. SSIM = MATLAB ssim on the H x W x 3 volume: 11 x 11 x 11 Gaussian '

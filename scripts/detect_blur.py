@@ -20,6 +20,7 @@ import yaml
 import basicsr_blurfield  # noqa: F401  (applies compat, registers the archs)
 from basicsr.archs import build_network
 from basicsr_blurfield.archs.basis_kernel_arch import remap_official_keys
+from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
 from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.fields import draw_kernel_grid
 from basicsr_blurfield.restoration.blur_detection import blur_score, evaluate_blur_detection
@@ -32,12 +33,9 @@ def load_estimator(checkpoint: str, opt_path: str = None, device: str = 'cpu') -
         with open(opt_path) as handle:
             net_opt = yaml.safe_load(handle)['network_g']
     net = build_network(dict(net_opt))
-    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    for key in ('params_ema', 'params'):
-        if isinstance(state, dict) and key in state:
-            state = state[key]
-            break
-    if any(name.startswith(('inc_rgb.', 'module.inc_rgb.')) for name in state):
+    checkpoint_dict = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    state = unwrap_state_dict(checkpoint_dict, 'params_ema' if 'params_ema' in checkpoint_dict else None)
+    if any(name.startswith('inc_rgb.') for name in state):
         state = remap_official_keys(state)
     net.load_state_dict(state, strict=True)
     return net.to(device).eval()

@@ -16,7 +16,6 @@ import cv2
 import torch
 
 import basicsr_blurfield  # noqa: F401  (applies compat, registers the archs)
-from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
 from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.archs.kernel_estimator_arch import FlowKernelEstimator
 from basicsr_blurfield.archs.ufpnet_arch import remap_official_keys
@@ -25,7 +24,7 @@ from basicsr_blurfield.fields import draw_kernel_grid, save_field
 
 def load_estimator(checkpoint: str) -> FlowKernelEstimator:
     """A FlowKernelEstimator with the sizes and weights of any UFPNet-family checkpoint, in eval mode."""
-    state = remap_official_keys(unwrap_state_dict(torch.load(checkpoint, map_location='cpu', weights_only=True)))
+    state = remap_official_keys(torch.load(checkpoint, map_location='cpu', weights_only=True))  # unwraps too
     state = {key: value for key, value in state.items() if key.startswith(('kernel_extra.', 'flow.'))}
     if 'flow.kernel_size' not in state:
         raise KeyError(f'{checkpoint}: expected a UFPNet kernel estimator (kernel_extra.*, flow.* weights), found '

@@ -3,10 +3,12 @@
 Padding uses reflection where the image is large enough and replication otherwise, so any size (even smaller than
 the pad) works; the network's output is cropped back to the input size.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ['pad_to_multiple', 'crop_to']
+__all__ = ['pad_to_multiple', 'crop_to', 'crop_scaled']
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = 'reflect') -> tuple:
@@ -40,3 +42,21 @@ def crop_to(x: torch.Tensor, size: tuple) -> torch.Tensor:
     """Crops the top-left ``size = (H, W)`` of ``x`` (N, C, H', W'), undoing :func:`pad_to_multiple`."""
     height, width = size
     return x[..., :height, :width]
+
+
+def crop_scaled(output, size: tuple, padded_height: int):
+    """Crops network output(s) back to the input size, at each output's own scale.
+
+    Args:
+        output (Tensor | list | tuple): (N, C, h, w) at scale ``h / padded_height`` of the padded input, or a
+            list / tuple of such tensors (multi-scale networks).
+        size (tuple): (H, W) of the unpadded input.
+        padded_height (int): H of the padded input.
+
+    Returns:
+        The same structure, each tensor cropped to ``(ceil(H * s), ceil(W * s))`` at its scale ``s``.
+    """
+    if torch.is_tensor(output):
+        scale = output.shape[-2] / padded_height
+        return crop_to(output, (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))
+    return type(output)(crop_scaled(item, size, padded_height) for item in output)

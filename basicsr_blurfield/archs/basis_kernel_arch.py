@@ -158,7 +158,7 @@ class BasisKernelNet(nn.Module):
         for stage, skip in zip(self.mixing_decoder, skips):
             mix = stage(mix, skip)
         mixing = torch.softmax(crop_to(self.mixing_out(mix), size), dim=1)
-        return BasisField(basis, mixing, padding=self.padding)
+        return BasisField(basis, mixing, padding=self.padding, check=False)  # softmax outputs: normalised already
 
 
 _OFFICIAL_RULES = (

@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
+from basicsr_blurfield.archs.arch_util import crop_scaled, crop_to, pad_to_multiple
 from basicsr_blurfield.archs.kernel_estimator_arch import LatentKernelEstimation
 from basicsr_blurfield.fields import KernelField
 
@@ -75,14 +75,6 @@ def _parse_site(site) -> tuple:
     return str(site[0]), int(site[1]), int(site[2]), tiles
 
 
-def _crop_output(output, size: tuple, padded_height: int):
-    """Crops an output (tensor, or list/tuple of tensors at any scale of the padded input) back to ``size``."""
-    if torch.is_tensor(output):
-        scale = output.shape[-2] / padded_height
-        return crop_to(output, (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))
-    return type(output)(_crop_output(item, size, padded_height) for item in output)
-
-
 class KernelGuidedMixin(LatentKernelEstimation):
     """Adds the KE module (estimator, flow prior, kernel attention) to an encoder-decoder backbone class.
 
@@ -91,6 +83,7 @@ class KernelGuidedMixin(LatentKernelEstimation):
     """
 
     estimates_field = True
+    guidance_pad_mode = 'reflect'  # how the input is padded to the guidance multiple; UFPNet: zeros, as published
 
     def _build_kernel_guidance(self, sites: tuple, img_channel: int = 3, kernel_size: int = 19,
                                num_kernel_down: Optional[int] = None, estimator_feat: int = 64,
@@ -177,7 +170,7 @@ class KernelGuidedMixin(LatentKernelEstimation):
         """
         if lq.dim() != 4:
             raise ValueError(f'{type(self).__name__}: expected (N, C, H, W), got shape {tuple(lq.shape)}')
-        padded, size = pad_to_multiple(lq, self.kernel_guidance_multiple)
+        padded, size = pad_to_multiple(lq, self.kernel_guidance_multiple, mode=self.guidance_pad_mode)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_estimator):
             kernels, _ = self.estimate_kernels(padded, sample, generator)
         self._kernel_maps, self._site_calls = [kernels], {}
@@ -185,8 +178,9 @@ class KernelGuidedMixin(LatentKernelEstimation):
             output = super().forward(padded)
         finally:
             self._kernel_maps, self._site_calls = None, {}
-        output = _crop_output(output, size, padded.shape[-2])
+        output = crop_scaled(output, size, padded.shape[-2])
         if not return_field:
             return output
-        return output, KernelField(crop_to(kernels, size).contiguous(), padding=self.field_padding)
+        # decoded kernels are normalised by construction (normalize_kernels in the flow's decode): skip the check
+        return output, KernelField(crop_to(kernels, size).contiguous(), padding=self.field_padding, check=False)
 

@@ -202,7 +202,7 @@ class LatentKernelEstimation:
                        generator: Optional[torch.Generator] = None) -> KernelField:
         """The blur field of ``lq`` (N, C, H, W): a :class:`KernelField` of (N, K*K, H, W) kernels."""
         kernels, _ = self.estimate_kernels(lq, sample, generator)
-        return KernelField(kernels, padding=self.field_padding)
+        return KernelField(kernels, padding=self.field_padding, check=False)  # normalised by the flow's decode
 
 
 @ARCH_REGISTRY.register()

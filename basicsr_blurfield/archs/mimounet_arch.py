@@ -22,14 +22,13 @@ Attribute names are those of the published checkpoints (``MIMO-UNet.pkl`` / ``MI
 
 Reference: Cho et al., ICCV 2021, §3.1-3.3. Written from the paper and the published parameter layout.
 """
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from basicsr.utils.registry import ARCH_REGISTRY
-from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
+from basicsr_blurfield.archs.arch_util import crop_scaled, crop_to, pad_to_multiple
 from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
 
 __all__ = ['MIMOUNet', 'MIMOUNetPlus', 'remap_official_keys']
@@ -201,8 +200,7 @@ class MIMOUNet(nn.Module):
         outputs = self._forward_padded(padded)
         if not self.return_list:
             return crop_to(outputs[-1], (height, width))
-        scales = (4, 2, 1)
-        return [crop_to(out, (math.ceil(height / s), math.ceil(width / s))) for out, s in zip(outputs, scales)]
+        return crop_scaled(list(outputs), (height, width), padded.shape[-2])
 
 
 @ARCH_REGISTRY.register()

@@ -53,6 +53,8 @@ class UFPNet(KernelGuidedMixin, NAFNet):
         with kernels (N, K*K, H, W).
     """
 
+    guidance_pad_mode = 'constant'  # zero padding to the size multiple, as the published UFPNet / NAFNet
+
     def __init__(self,
                  img_channel: int = 3,
                  width: int = 64,

@@ -30,7 +30,7 @@ from basicsr.utils import FileClient, imfrombytes, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 
 _LAYOUTS = ('folders', 'gopro', 'hide', 'realblur')
-_IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def list_images(root: str) -> List[str]:
@@ -40,12 +40,12 @@ def list_images(root: str) -> List[str]:
     found = []
     for folder, _, files in os.walk(root):
         for name in files:
-            if name.lower().endswith(_IMAGE_EXTENSIONS):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
                 found.append(os.path.relpath(os.path.join(folder, name), root))
     return sorted(found)
 
 
-def _read_lmdb_keys(root: str) -> List[str]:
+def read_lmdb_keys(root: str) -> List[str]:
     """Keys of a BasicSR lmdb: the first column of ``meta_info.txt`` (``KEY.png (h,w,c) level``) without extension."""
     meta = os.path.join(root, 'meta_info.txt')
     if not (root.endswith('.lmdb') and os.path.isfile(meta)):
@@ -102,7 +102,7 @@ def find_pairs(opt: dict) -> List[Tuple[str, str]]:
         return opt[key]
 
     if backend == 'lmdb':
-        gt_keys, lq_keys = _read_lmdb_keys(root('dataroot_gt')), _read_lmdb_keys(root('dataroot_lq'))
+        gt_keys, lq_keys = read_lmdb_keys(root('dataroot_gt')), read_lmdb_keys(root('dataroot_lq'))
         _check_pairs(sorted(set(lq_keys) - set(gt_keys)), sorted(set(gt_keys) - set(lq_keys)), 'the lmdb meta_info')
         return [(key, key) for key in lq_keys]
 

@@ -40,6 +40,7 @@ from torch.utils import data
 
 from basicsr.utils import FileClient, imfrombytes
 from basicsr.utils.registry import DATASET_REGISTRY
+from basicsr_blurfield.data.paired_blur_dataset import IMAGE_EXTENSIONS, list_images, read_lmdb_keys
 from basicsr_blurfield.fields import BasisField, BlurField, OffsetField
 from basicsr_blurfield.fields import generators as gen
 
@@ -47,7 +48,6 @@ FIELD_TYPES = ('region', 'smooth', 'linear')
 REPRESENTATIONS = ('basis', 'offset')
 BUNDLED_PHOTOS = ('astronaut.png', 'camera.png', 'coffee.png', 'chelsea.png', 'rocket.jpg', 'hubble_deep_field.jpg',
                   'ihc.png', 'motorcycle_left.png')
-_IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def bundled_photo_paths() -> list:
@@ -63,21 +63,13 @@ def list_sharp_images(root: Optional[str], backend: str = 'disk') -> list:
     if root is None:
         return bundled_photo_paths()
     if backend == 'lmdb':
-        meta = os.path.join(root, 'meta_info.txt')
-        if not os.path.isfile(meta):
-            raise FileNotFoundError(f'lmdb backend: expected {meta} (make it with scripts/create_lmdb.py)')
-        with open(meta) as f:
-            # BasicSR's meta_info lines are 'KEY.png (h,w,c) level'; the lmdb key has no extension
-            return [os.path.splitext(line.split(' ')[0])[0] for line in f.read().splitlines() if line.strip()]
+        return read_lmdb_keys(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f'dataroot_gt: expected a folder of sharp images, got {root!r}')
-    found = [
-        os.path.join(folder, name) for folder, _, files in os.walk(root) for name in files
-        if name.lower().endswith(_IMAGE_EXTENSIONS)
-    ]
+    found = [os.path.join(root, path) for path in list_images(root)]
     if not found:
-        raise ValueError(f'dataroot_gt: expected images ({", ".join(_IMAGE_EXTENSIONS)}) under {root!r}, found none')
-    return sorted(found)
+        raise ValueError(f'dataroot_gt: expected images ({", ".join(IMAGE_EXTENSIONS)}) under {root!r}, found none')
+    return found
 
 
 def parse_field_ratios(ratios: Optional[dict], representation: str) -> Tuple[Tuple[str, ...], np.ndarray]:

@@ -5,6 +5,7 @@ sharp image and the blurry one, with per-pixel weights), eq. (4) of Fang et al. 
 restored image, eq. (8)) and the re-blur MSE of Zhang et al. All the maths of the blur lives in the field's ``blur``
 (``basicsr_blurfield.fields``); this module only measures distances.
 """
+import math
 from typing import Optional
 
 import torch
@@ -67,6 +68,13 @@ def weighted_distance(pred: torch.Tensor,
     return loss.sum() / weight.sum().clamp_min(1e-12)
 
 
+def reblur_psnr(reblurred: torch.Tensor, blurry: torch.Tensor) -> float:
+    """PSNR (dB, peak 1, capped at 120 dB) between a re-blurred image (clipped to [0, 1]) and the blurry one, over a
+    whole batch (N, C, H, W): the re-blur quality that the estimator models log and validate."""
+    mse = float(((reblurred.detach().clamp(0, 1) - blurry)**2).mean())
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
 @LOSS_REGISTRY.register()
 class ReblurLoss(nn.Module):
     """Re-blur loss ``loss_weight * dist(field.blur(sharp), blurry)``.
@@ -96,5 +104,8 @@ class ReblurLoss(nn.Module):
     def forward(self, field, sharp: torch.Tensor, blurry: torch.Tensor, weight: Optional[torch.Tensor] = None):
         if not hasattr(field, 'blur'):
             raise TypeError(f'ReblurLoss expects a blur field (with .blur), got {type(field).__name__}')
-        reblurred = field.blur(sharp)
+        return self.from_reblurred(field.blur(sharp), blurry, weight)
+
+    def from_reblurred(self, reblurred: torch.Tensor, blurry: torch.Tensor, weight: Optional[torch.Tensor] = None):
+        """The loss for an already re-blurred image ``field.blur(sharp)`` (N, C, H, W), for callers that also use it."""
         return self.loss_weight * weighted_distance(reblurred, blurry, weight, self.criterion, self.reduction, self.eps)

@@ -26,15 +26,10 @@ from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.data.synthetic_blur_dataset import field_from_batch
 from basicsr_blurfield.fields import draw_kernel_grid
 from basicsr_blurfield.losses.kernel_loss import KernelLoss
+from basicsr_blurfield.losses.reblur_loss import reblur_psnr
 from basicsr_blurfield.models.base import BlurFieldBaseModel
 
 VAL_METRICS = ('reblur_psnr', 'identity_psnr', 'kernel_error')
-
-
-def _psnr(image: torch.Tensor, target: torch.Tensor) -> float:
-    """PSNR in dB of float images in [0, 1] over the whole batch (the image is clipped to [0, 1])."""
-    mse = (image.clamp(0, 1) - target).square().mean().item()
-    return float('inf') if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
 
 @MODEL_REGISTRY.register()
@@ -116,8 +111,8 @@ class BasisKernelModel(BlurFieldBaseModel):
         with torch.no_grad():
             values = {}
             if self.gt is not None:
-                values['reblur_psnr'] = _psnr(self.field.blur(self.gt), self.lq)
-                values['identity_psnr'] = _psnr(self.gt, self.lq)
+                values['reblur_psnr'] = reblur_psnr(self.field.blur(self.gt), self.lq)
+                values['identity_psnr'] = reblur_psnr(self.gt, self.lq)
             if self.gt_field is not None:
                 values['kernel_error'] = self.kernel_error(self.field, self.gt_field).item()
         return values

@@ -29,7 +29,7 @@ from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
-from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
+from basicsr_blurfield.archs.arch_util import crop_scaled, crop_to, pad_to_multiple
 from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.models.base import BlurFieldBaseModel
 
@@ -46,12 +46,6 @@ def final_image(output):
     if torch.is_tensor(output):
         return output
     return max(output, key=lambda image: image.shape[-2] * image.shape[-1])
-
-
-def _crop_scaled(image: torch.Tensor, size: tuple, padded_height: int) -> torch.Tensor:
-    """Crops an output at scale ``image_height / padded_height`` of the padded input back to ``size`` at that scale."""
-    scale = image.shape[-2] / padded_height
-    return crop_to(image, (round(size[0] * scale), round(size[1] * scale)))
 
 
 @MODEL_REGISTRY.register()
@@ -128,10 +122,13 @@ class DeblurModel(BlurFieldBaseModel):
             return net(lq, return_field=True)
         padded, size = pad_to_multiple(lq, self.size_multiple)
         output = net(padded)
-        field = self.net_k(lq) if with_field else None
+        field = None
+        if with_field:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self._net_k_frozen()):
+                field = self.net_k(lq)
         if torch.is_tensor(output):
             return crop_to(output, size), field
-        return [_crop_scaled(image, size, padded.shape[-2]) for image in output], field
+        return crop_scaled(list(output), size, padded.shape[-2]), field
 
     def compute_losses(self, output, field) -> tuple:
         """Loss terms of one step. Returns (total loss, OrderedDict of named terms for the log).
@@ -152,7 +149,7 @@ class DeblurModel(BlurFieldBaseModel):
             loss_dict['l_pix'] = l_pix
             total = total + l_pix
         if self.cri_reblur is not None:
-            l_reblur = self.cri_reblur(field, final_image(output), self.lq)
+            l_reblur = self.cri_reblur(field, final_image(output), self.lq, self.weight)
             loss_dict['l_reblur'] = l_reblur
             total = total + l_reblur
         return total, loss_dict

@@ -60,11 +60,12 @@ def fit_flow_prior(prior: KernelFlowPrior, num_iter: int = 500, batch_size: int 
     was_frozen = not any(p.requires_grad for p in prior.parameters())
     prior.requires_grad_(True)
     prior.train()
+    criterion = FlowNLLLoss(per_dim=True)
     losses = []
     for _ in range(int(num_iter)):
         index = torch.randint(len(pool), (int(batch_size), ), generator=generator, device=pool.device)
         kernels = dequantize(pool[index], dequantize_amplitude, generator)
-        loss = -prior.log_prob(kernels).mean() / prior.num_dims
+        loss = criterion(prior.log_prob(kernels), prior.num_dims)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -122,8 +123,7 @@ class FlowPriorModel(BlurFieldBaseModel):
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         """Mean negative log-likelihood (nats per tap) of the validation kernels, logged as metric ``nll``."""
         dataset_name = dataloader.dataset.opt['name']
-        if not hasattr(self, 'best_metric_results'):
-            self._initialize_best_metric_results(dataset_name)
+        self._initialize_best_metric_results(dataset_name)
         total, count = 0.0, 0
         prior = self.get_bare_model(self.net_g)
         for val_data in dataloader:
@@ -139,7 +139,11 @@ class FlowPriorModel(BlurFieldBaseModel):
             tb_logger.add_scalar(f'metrics/{dataset_name}/nll', self.metric_results['nll'], current_iter)
 
     def _initialize_best_metric_results(self, dataset_name):
-        self.best_metric_results = {dataset_name: {'nll': {'better': 'lower', 'val': float('inf'), 'iter': -1}}}
+        """Best-``nll`` record of each validation set (lower is better), created once per set."""
+        if not hasattr(self, 'best_metric_results'):
+            self.best_metric_results = {}
+        self.best_metric_results.setdefault(dataset_name,
+                                            {'nll': {'better': 'lower', 'val': float('inf'), 'iter': -1}})
 
     def save(self, epoch, current_iter):
         self.save_network(self.net_g, 'net_g', current_iter)

@@ -12,7 +12,6 @@ on ``train.kernel_error_samples`` random pixels per image. Validation reports th
 images (deterministic estimator) and, with ``val.save_img``, writes the estimated field next to the ground truth as
 a PNG (``draw_kernel_grid``) under ``visualization/``.
 """
-import math
 import os
 from collections import OrderedDict
 
@@ -27,18 +26,13 @@ from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.data.synthetic_blur_dataset import field_from_batch
 from basicsr_blurfield.fields import draw_kernel_grid
 from basicsr_blurfield.losses.kernel_loss import KernelLoss
+from basicsr_blurfield.losses.reblur_loss import reblur_psnr
 from basicsr_blurfield.models.base import BlurFieldBaseModel
 from basicsr_blurfield.models.flow_prior_model import fit_flow_prior
 
-__all__ = ['KernelEstimationModel', 'reblur_psnr']
+__all__ = ['KernelEstimationModel']
 
 _GT_FIELD_KEYS = ('field_basis', 'field_offsets')
-
-
-def reblur_psnr(reblurred: torch.Tensor, blurry: torch.Tensor) -> float:
-    """PSNR (dB, peak 1) between the re-blurred sharp image and the blurry one, over a whole batch (N, C, H, W)."""
-    mse = float(((reblurred.clamp(0, 1) - blurry)**2).mean())
-    return 10 * math.log10(1 / max(mse, 1e-12))
 
 
 def draw_field_comparison(lq: torch.Tensor, field, gt_field=None, step: int = 16) -> np.ndarray:
@@ -58,12 +52,14 @@ class KernelEstimationModel(BlurFieldBaseModel):
     ``train.reblur_opt`` (``ReblurLoss``), ``train.kernel_error_samples`` (default 256), ``train.optim_g``,
     ``train.scheduler``, ``train.use_grad_clip``; ``val.save_img``, ``val.kernel_grid_step`` (default 16),
     ``val.validate_initial`` (also validate the starting weights, as iteration 0, at the first validation).
-    Data: ``lq``, ``gt`` (N, C, H, W), optional ``weight`` (N, 1, H, W) and ground-truth field keys.
+    Data: ``lq``, ``gt`` (N, C, H, W) and optional ground-truth field keys; the re-blur loss is unweighted, as in
+    UFPNet's eq. (4) (a dataset's ``weight`` is not used).
     """
 
     def __init__(self, opt):
         super().__init__(opt)
         self.net_g = self.build_generator()
+        self.kernel_error_generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0))
         path_opt = self.opt['path']
         if path_opt.get('pretrain_network_g') is None:  # else build_generator loaded the estimator with its prior
             flow = self.get_bare_model(self.net_g).flow
@@ -95,25 +91,24 @@ class KernelEstimationModel(BlurFieldBaseModel):
     def feed_data(self, data):
         self.lq = data['lq'].to(self.device)
         self.gt = data['gt'].to(self.device)
-        self.weight = data['weight'].to(self.device) if 'weight' in data else None
         self.gt_field = field_from_batch(data).to(self.device) if any(k in data for k in _GT_FIELD_KEYS) else None
 
     def kernel_error(self, field, num_samples=None) -> float:
-        """Mean L1 distance between estimated and ground-truth kernels (all pixels, or a random subset)."""
+        """Mean L1 distance between estimated and ground-truth kernels (all pixels, or a random subset drawn from
+        the model's own generator, so logging it does not change the training's random stream)."""
         metric = KernelLoss(p=1, num_samples=num_samples, tile_size=4096)
         with torch.no_grad():
-            return float(metric(field, self.gt_field))
+            return float(metric(field, self.gt_field, generator=self.kernel_error_generator))
 
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad()
         self.field = self.net_g(self.lq)
-        l_reblur = self.cri_reblur(self.field, self.gt, self.lq)
+        reblurred = self.field.blur(self.gt)
+        l_reblur = self.cri_reblur.from_reblurred(reblurred, self.lq)
         l_reblur.backward()
         self.clip_gradients(self.optimizer_g.param_groups[0]['params'])
         self.optimizer_g.step()
-        log = OrderedDict(l_reblur=l_reblur)
-        with torch.no_grad():
-            log['reblur_psnr'] = torch.tensor(reblur_psnr(self.field.blur(self.gt), self.lq))
+        log = OrderedDict(l_reblur=l_reblur, reblur_psnr=torch.tensor(reblur_psnr(reblurred, self.lq)))
         if self.gt_field is not None:
             log['kernel_error'] = torch.tensor(self.kernel_error(self.field, self.kernel_error_samples))
         self.log_dict = self.reduce_loss_dict(log)

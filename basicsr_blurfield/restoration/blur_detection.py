@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ['basis_blur_score', 'blur_score', 'blur_mask', 'average_precision', 'evaluate_blur_detection']
+from basicsr_blurfield.data.paired_blur_dataset import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+__all__ = ['basis_blur_score', 'blur_score', 'blur_mask', 'average_precision', 'evaluate_blur_detection']
 
 
 def basis_blur_score(basis: torch.Tensor, mixing: torch.Tensor, threshold: float = 0.25) -> torch.Tensor:
