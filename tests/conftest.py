@@ -41,6 +41,17 @@ def make_paired_folders(root: str, count: int = 3, size: tuple = (40, 48), seed:
     return gt_dir, lq_dir
 
 
+def load_script(name: str):
+    """Imports ``scripts/<name>.py`` as a module (its ``main`` is not run), for tests of the command-line scripts."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def paired_folders(tmp_path):
     return make_paired_folders(str(tmp_path / 'data'))

@@ -1,25 +1,14 @@
 """scripts/visualize_field.py draws a stored field over a photo and writes a PNG."""
-import importlib.util
-import os
-
 import cv2
 import numpy as np
 import torch
 
 from basicsr_blurfield.fields import KernelField, OffsetField, save_field
-
-SCRIPT = os.path.join(os.path.dirname(__file__), '..', '..', 'scripts', 'visualize_field.py')
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location('visualize_field', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def test_script_draws_kernels_and_trajectories(tmp_path):
-    script = load_script()
+    script = load_script('visualize_field')
     cv2.imwrite(str(tmp_path / 'photo.png'), np.full((48, 40, 3), 100, np.uint8))
     kernels = torch.zeros(1, 9, 24, 20)
     kernels[:, 4] = 1

@@ -1,5 +1,4 @@
 """scripts/create_lmdb.py: GoPro / HIDE / RealBlur / synthetic / folder layouts read back through BasicSR."""
-import importlib.util
 import os
 
 import cv2
@@ -9,16 +8,11 @@ import pytest
 from basicsr.data.data_util import paths_from_lmdb
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils import FileClient, imfrombytes
-
-SCRIPT = os.path.join(os.path.dirname(__file__), '..', '..', 'scripts', 'create_lmdb.py')
-
+from tests.conftest import load_script
 
 @pytest.fixture(scope='module')
 def script():
-    spec = importlib.util.spec_from_file_location('create_lmdb', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('create_lmdb')
 
 
 def _write(path, seed, shape=(6, 7, 3)):

@@ -1,5 +1,4 @@
 """scripts/make_synthetic_blur.py: exact re-blurring from stored files, byte reproducibility, resume, lmdb."""
-import importlib.util
 import json
 import os
 
@@ -10,16 +9,11 @@ import torch
 
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr_blurfield.fields import BasisField, OffsetField, load_field
-
-SCRIPT = os.path.join(os.path.dirname(__file__), '..', '..', 'scripts', 'make_synthetic_blur.py')
-
+from tests.conftest import load_script
 
 @pytest.fixture(scope='module')
 def script():
-    spec = importlib.util.spec_from_file_location('make_synthetic_blur', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('make_synthetic_blur')
 
 
 def _args(out, *extra, count=5, seed=0):
