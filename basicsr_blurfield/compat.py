@@ -15,6 +15,7 @@ Two phases:
 
 :func:`apply_all` runs both; importing ``basicsr_blurfield`` calls it.
 """
+import atexit
 import os
 import sys
 import types
@@ -200,6 +201,21 @@ def init_dist(launcher: str, backend: str = 'nccl', **kwargs) -> None:
         os.environ['RANK'] = os.environ['SLURM_PROCID']
         os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
     dist.init_process_group(backend=backend, **kwargs)
+    atexit.register(_shut_down_process_group)
+
+
+def _shut_down_process_group() -> None:
+    """At interpreter exit: wait for every rank, then destroy the gloo group.
+
+    Upstream ``train_pipeline`` never destroys its process group. A rank that finishes first (rank 0 still saves and
+    validates) then exits with gloo's threads alive and dies with ``terminate called without an active exception``
+    (SIGABRT), which fails the whole ``torchrun`` job.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def model_to_device(self, net):
@@ -217,7 +233,7 @@ def patch_distributed() -> None:
 
     Upstream: ``init_dist`` hard-codes the NCCL backend and ``torch.cuda.set_device`` (both fail without CUDA), and
     ``BaseModel.model_to_device`` passes ``device_ids=[torch.cuda.current_device()]`` to DDP. Without CUDA we use
-    gloo, skip ``set_device`` and build DDP without device ids (the CPU form). With CUDA the upstream functions run.
+    gloo, skip ``set_device``, build DDP without device ids (the CPU form) and shut the group down cleanly at exit. With CUDA the upstream functions run.
     """
     import basicsr.models.base_model as base_model
     import basicsr.utils.dist_util as dist_util
