@@ -44,7 +44,7 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['basicsr_blurfield', 'basicsr_blurfield.*']),
     py_modules=['basicsr_blurfield_hook'],
-    package_data={'basicsr_blurfield': ['published_results.json']},
+    package_data={'basicsr_blurfield': ['published_results.json', 'reference_models/*.pth']},
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.1',
@@ -59,8 +59,9 @@ setup(
         'tqdm',
         'pyyaml',
         'matplotlib',
+        'pytorch-msssim',
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest', 'pytorch-msssim'], 'video': ['imageio>=2.9', 'imageio-ffmpeg']},
     cmdclass={'build_py': BuildPyWithHook, 'editable_wheel': EditableWheelWithHook},
     license='Apache-2.0',
 )

@@ -7,12 +7,21 @@ core and needs none of this.
 """
 import importlib
 import os
-
-from basicsr_blurfield import compat
-
-compat.apply_all()
+import sys
 
 __version__ = '0.1.0'
+
+# command-line tools whose --help must not import torch: `python -m basicsr_blurfield.<tool> --help` stops here
+_LIGHT_HELP_TOOLS = ('basicsr_blurfield.restore', )
+
+
+def _light_help_requested() -> bool:
+    """True while ``python -m <light tool> -h/--help`` imports this package (``sys.argv[0]`` is ``'-m'`` then)."""
+    argv = getattr(sys, 'orig_argv', [])
+    if sys.argv[:1] != ['-m'] or '-m' not in argv or argv.index('-m') + 1 >= len(argv):
+        return False
+    rest = argv[argv.index('-m') + 1:]
+    return rest[0] in _LIGHT_HELP_TOOLS and bool({'-h', '--help'} & set(rest[1:]))
 
 _REGISTERED_FOLDERS = (('archs', '_arch.py'), ('losses', '_loss.py'), ('data', '_dataset.py'), ('models', '_model.py'),
                        ('metrics', '.py'))
@@ -29,4 +38,8 @@ def _import_registered_modules() -> list:
     return modules
 
 
-_registered_modules = _import_registered_modules()
+if not _light_help_requested():
+    from basicsr_blurfield import compat
+
+    compat.apply_all()
+    _registered_modules = _import_registered_modules()

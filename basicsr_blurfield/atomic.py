@@ -4,7 +4,8 @@ image or result file (a reader sees the old file or the new one). Pure standard 
 """
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from typing import Iterator
 
 __all__ = ['atomic_path', 'write_text', 'imwrite', 'torch_save']
@@ -13,14 +14,26 @@ __all__ = ['atomic_path', 'write_text', 'imwrite', 'torch_save']
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """Yields a temporary path beside ``path`` with the same extension (writers that pick the format from the
-    extension keep working); renames it to ``path`` when the block succeeds, removes it when the block raises."""
+    extension keep working); renames it to ``path`` when the block succeeds, removes it when the block raises.
+
+    The file gets the permissions a plain ``open(path, 'w')`` would give: a new file ``0o666`` minus the umask, an
+    existing one keeps its mode (``tempfile.mkstemp`` alone would make every file private, ``0o600``).
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     extension = os.path.splitext(path)[1]
-    handle, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix=f'.tmp{extension}', dir=folder)
+    while True:
+        temporary = os.path.join(folder, f'.{os.path.basename(path)}.{secrets.token_hex(4)}.tmp{extension}')
+        try:
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     os.close(handle)
     try:
         yield temporary
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -152,7 +152,14 @@ def patch_resume() -> None:
     (``__main__``) its own copy is defined after every import, so ``parse_options`` (which that script calls first)
     is wrapped to swap the function in the calling module right before ``train_pipeline`` uses it.
     With CUDA the state is still mapped to the current CUDA device, as upstream.
+
+    The same wrapper checks the parsed options before anything is built
+    (:func:`basicsr_blurfield.option_check.validate_options`): unknown keys of the classes that declare theirs,
+    constructor arguments of archs and losses, required keys and ``num_gpu`` without CUDA. Upstream reads options with
+    ``.get(key, default)``, so a typo silently falls back to a default, and a missing key fails after data and
+    networks are built.
     """
+    import basicsr.test
     import basicsr.train
     import basicsr.utils.options as options
 
@@ -165,11 +172,16 @@ def patch_resume() -> None:
         caller = sys._getframe(1).f_globals
         if callable(caller.get('train_pipeline')) and callable(caller.get('load_resume_state')):
             caller['load_resume_state'] = load_resume_state
-        return upstream_parse_options(root_path, is_train=is_train)
+        opt, args = upstream_parse_options(root_path, is_train=is_train)
+        from basicsr_blurfield.option_check import validate_options
+        validate_options(opt)
+        return opt, args
 
     setattr(parse_options, _PATCHED_MARK, True)
     parse_options.__doc__ = upstream_parse_options.__doc__
     options.parse_options = parse_options
+    for module in (basicsr.train, basicsr.test):
+        module.parse_options = parse_options
 
 
 def init_dist(launcher: str, backend: str = 'nccl', **kwargs) -> None:
@@ -233,7 +245,8 @@ def patch_distributed() -> None:
 
     Upstream: ``init_dist`` hard-codes the NCCL backend and ``torch.cuda.set_device`` (both fail without CUDA), and
     ``BaseModel.model_to_device`` passes ``device_ids=[torch.cuda.current_device()]`` to DDP. Without CUDA we use
-    gloo, skip ``set_device``, build DDP without device ids (the CPU form) and shut the group down cleanly at exit. With CUDA the upstream functions run.
+    gloo, skip ``set_device``, build DDP without device ids (the CPU form) and shut the group down cleanly at exit.
+    With CUDA the upstream functions run.
     """
     import basicsr.models.base_model as base_model
     import basicsr.utils.dist_util as dist_util
@@ -297,12 +310,79 @@ def patch_registry_errors() -> None:
     Registry.get = get
 
 
+def build_from_options(registry, kind: str, opt: dict):
+    """BasicSR's ``build_network`` / ``build_loss``: ``registry.get(opt['type'])(**rest)``, logged as upstream, with a
+    ``TypeError`` of the constructor call turned into one that names the wrong or missing option.
+
+    Args:
+        registry (Registry): ``ARCH_REGISTRY`` or ``LOSS_REGISTRY``.
+        kind (str): 'Network' or 'Loss', for the log line and the message.
+        opt (dict): the option section; not modified.
+    """
+    import copy
+
+    from basicsr.utils import get_root_logger
+    from basicsr_blurfield.option_check import signature_problem
+
+    opt = copy.deepcopy(opt)
+    name = opt.pop('type')
+    cls = registry.get(name)
+    try:
+        built = cls(**opt)
+    except TypeError as error:
+        problem = signature_problem(cls, opt)
+        if problem is None:
+            raise
+        raise TypeError(f'{kind} {name}: {problem}') from error
+    get_root_logger().info(f'{kind} [{built.__class__.__name__}] is created.')
+    return built
+
+
+def build_network(opt: dict):
+    """``basicsr.archs.build_network`` with option-naming errors (see :func:`build_from_options`)."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+    return build_from_options(ARCH_REGISTRY, 'Network', opt)
+
+
+def build_loss(opt: dict):
+    """``basicsr.losses.build_loss`` with option-naming errors (see :func:`build_from_options`)."""
+    from basicsr.utils.registry import LOSS_REGISTRY
+    return build_from_options(LOSS_REGISTRY, 'Loss', opt)
+
+
+def patch_builders() -> None:
+    """Makes a wrong arch or loss option name the key and its closest valid name.
+
+    Upstream: ``build_network`` / ``build_loss`` call ``cls(**opt)``; a typo (``widht: 8``) ends in
+    ``__init__() got an unexpected keyword argument 'widht'`` without saying which section or what was meant. The
+    builders are replaced in every loaded ``basicsr`` module that imported them by name; our modules import them
+    after this runs. Successful builds behave as upstream.
+    """
+    import basicsr.archs
+    import basicsr.losses
+
+    upstream = {basicsr.archs.build_network: build_network, basicsr.losses.build_loss: build_loss}
+    if getattr(basicsr.archs.build_network, _PATCHED_MARK, False):
+        return
+    for function in (build_network, build_loss):
+        setattr(function, _PATCHED_MARK, True)
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == 'basicsr' or name.startswith('basicsr.')):
+            continue
+        for attr in ('build_network', 'build_loss'):
+            value = getattr(module, attr, None)
+            if value in upstream:
+                setattr(module, attr, upstream[value])
+
+
 def patch_basicsr() -> None:
-    """Run-time fixes, once ``basicsr`` is importable: resume, distributed and prefetcher on CPU, registry errors."""
+    """Run-time fixes, once ``basicsr`` is importable: resume, distributed and prefetcher on CPU, registry errors,
+    option checks and constructor errors."""
     patch_resume()
     patch_distributed()
     patch_cuda_prefetcher()
     patch_registry_errors()
+    patch_builders()
 
 
 def apply_all() -> None:

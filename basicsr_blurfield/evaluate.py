@@ -63,21 +63,24 @@ class Protocol:
         kind (str): 'uint8' (GoPro/HIDE) or 'realblur'.
         metrics (tuple): per-image columns; the first two are the leaderboard's PSNR and SSIM.
         definition (str): what exactly is computed.
+        test_size (int): images of the official test set; a document scored on another number of images is not that
+            dataset's result (``dataset`` says ``custom``), and the leaderboard refuses it.
     """
     name: str
     dataset: str
     kind: str
     metrics: tuple
     definition: str
+    test_size: int
 
 
 _UINT8_METRICS = ('psnr', 'ssim', 'ssim_per_channel')
 _REALBLUR_METRICS = ('psnr', 'ssim', 'gain', 'ecc', 'ecc_converged', 'mask_fraction', 'ecc_message')
 PROTOCOLS = {
-    'gopro': Protocol('gopro', 'GoPro', 'uint8', _UINT8_METRICS, _UINT8_DEFINITION),
-    'hide': Protocol('hide', 'HIDE', 'uint8', _UINT8_METRICS, _UINT8_DEFINITION),
-    'realblur_j': Protocol('realblur_j', 'RealBlur-J', 'realblur', _REALBLUR_METRICS, _REALBLUR_DEFINITION),
-    'realblur_r': Protocol('realblur_r', 'RealBlur-R', 'realblur', _REALBLUR_METRICS, _REALBLUR_DEFINITION),
+    'gopro': Protocol('gopro', 'GoPro', 'uint8', _UINT8_METRICS, _UINT8_DEFINITION, 1111),
+    'hide': Protocol('hide', 'HIDE', 'uint8', _UINT8_METRICS, _UINT8_DEFINITION, 2025),
+    'realblur_j': Protocol('realblur_j', 'RealBlur-J', 'realblur', _REALBLUR_METRICS, _REALBLUR_DEFINITION, 980),
+    'realblur_r': Protocol('realblur_r', 'RealBlur-R', 'realblur', _REALBLUR_METRICS, _REALBLUR_DEFINITION, 980),
 }
 
 
@@ -280,8 +283,9 @@ def evaluate_folders(protocol: str,
         progress (bool): show a tqdm progress bar. Default: True.
 
     Returns:
-        dict: the result document (format ``RESULT_FORMAT``): protocol, dataset, definition, versions, means and
-        per-image rows.
+        dict: the result document (format ``RESULT_FORMAT``): protocol, dataset (the protocol's dataset when the
+        image count is that of its official test set, else ``'custom'``), definition, versions, means and per-image
+        rows.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f'protocol: expected one of {sorted(PROTOCOLS)}, got {protocol!r}')
@@ -311,7 +315,8 @@ def evaluate_folders(protocol: str,
         'format': RESULT_FORMAT,
         'method': name or _default_method_name(pred_dir),
         'protocol': protocol,
-        'dataset': spec.dataset,
+        'dataset': spec.dataset if len(rows) == spec.test_size else 'custom',
+        'test_set_size': spec.test_size,
         'definition': spec.definition,
         'num_images': len(rows),
         'mean': mean,
@@ -345,7 +350,12 @@ def _summary(document: dict) -> str:
                 f'{document["macs_g"]:.2f} GMACs at {document["input_shape"]}; not counted: '
                 f'{", ".join(document["not_counted"]) or "nothing"}')
     mean = document['mean']
-    text = (f'{document["method"]} on {document["dataset"]} ({document["num_images"]} images): '
+    where = document['dataset']
+    if where == 'custom':
+        spec = PROTOCOLS[document['protocol']]
+        where = f'custom images with the {spec.name} protocol (not the {spec.dataset} test set of {spec.test_size})'
+
+    text = (f'{document["method"]} on {where} ({document["num_images"]} images): '
             f'PSNR {mean["psnr"]:.4f} dB, SSIM {mean["ssim"]:.5f}')
     if 'ssim_per_channel' in mean:
         text += f' (per-channel SSIM {mean["ssim_per_channel"]:.5f})'

@@ -9,7 +9,10 @@ or ``--complexity`` for the Params/MACs columns). Documents with the same ``meth
 SSIM on GoPro, HIDE, RealBlur-R, RealBlur-J, Params (M) and MACs (G) at 256 x 256 (Table 2 of the paper).
 
 The published rows (Tables 1 and 2, ``published_results.json``) are added by default, marked ``published`` in the
-Source column: they are the authors' numbers, not ours.
+Source column: they are the authors' numbers, not ours. Our rows say in the Source column which test sets (and how
+many images) they were computed on. A document enters a dataset's column only when it was scored on that dataset's
+official test set (``evaluate`` records ``dataset: custom`` otherwise, e.g. for 8 synthetic images under the GoPro
+protocol); other documents are refused with a message.
 """
 import argparse
 import json
@@ -46,7 +49,7 @@ def load_published(path: str = PUBLISHED_RESULTS, setting: str = 'gopro_trained'
         raise ValueError(f'setting: expected one of {sorted(settings)}, got {setting!r}')
     rows = []
     for entry in settings[setting]['rows']:
-        row = {'method': entry['method'], 'source': PUBLISHED_SOURCE}
+        row = {'method': entry['method'], 'source': settings[setting].get('source_label', PUBLISHED_SOURCE)}
         row.update({dataset: entry.get(dataset) for dataset in DATASET_ORDER})
         row.update(params_m=entry.get('params_m'), macs_g=entry.get('macs_g'))
         rows.append(row)
@@ -81,6 +84,8 @@ def load_results(paths: list) -> list:
         if (method, protocol) in origin:
             raise ValueError(f'method {method!r} has two {protocol!r} results: {origin[(method, protocol)]} and '
                              f'{path}; pass one, or rename with evaluate --name')
+        if protocol != 'complexity':
+            _check_test_set(path, document)
         origin[(method, protocol)] = path
         row = rows.setdefault(method, dict({'method': method, 'source': OURS_SOURCE, 'params_m': None,
                                             'macs_g': None}, **{d: None for d in DATASET_ORDER}))
@@ -90,7 +95,25 @@ def load_results(paths: list) -> list:
         else:
             row[protocol] = {'psnr': document['mean']['psnr'], 'ssim': document['mean']['ssim'],
                              'num_images': document['num_images']}
+    for row in rows.values():
+        computed = [f'{PROTOCOLS[d].dataset} {row[d]["num_images"]} images' for d in DATASET_ORDER if row[d]]
+        row['source'] = f'{OURS_SOURCE}: {", ".join(computed)}' if computed else OURS_SOURCE
     return list(rows.values())
+
+
+def _check_test_set(path: str, document: dict) -> None:
+    """Refuses a document that was not scored on its protocol's official test set.
+
+    Raises:
+        ValueError: ``dataset`` is ``custom`` (or, for documents without it, the image count is not the test set's).
+    """
+    spec = PROTOCOLS[document['protocol']]
+    count = document['num_images']
+    dataset = document.get('dataset', spec.dataset if count == spec.test_size else 'custom')
+    if dataset != spec.dataset or count != spec.test_size:
+        raise ValueError(f'{path}: {document["method"]!r} was scored with the {spec.name} protocol on {count} images, '
+                         f'not on the {spec.dataset} test set ({spec.test_size} images); a leaderboard column holds '
+                         f'only results on its test set (the evaluate JSON itself keeps the scores)')
 
 
 def _cell(value: Optional[float], digits: int) -> str:

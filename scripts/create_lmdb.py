@@ -27,9 +27,6 @@ import shutil
 import sys
 from typing import List, Tuple
 
-from basicsr.utils.lmdb_util import make_lmdb_from_imgs
-from basicsr_blurfield.data.paired_blur_dataset import list_images, read_pair_list
-
 LAYOUTS = ('gopro', 'hide', 'realblur', 'synthetic', 'folder')
 
 
@@ -66,6 +63,8 @@ def paired_entries(layout: str,
     Returns:
         tuple: keys, lq paths and gt paths (relative to ``root``), in the same order.
     """
+    from basicsr_blurfield.data.paired_blur_dataset import list_images, read_pair_list
+
     if layout == 'gopro':
         lq = [p for p in list_images(root) if p.split(os.sep)[-2:-1] == [lq_subfolder]]
         pairs = [(p, os.path.join(os.path.dirname(os.path.dirname(p)), gt_subfolder, os.path.basename(p))) for p in lq]
@@ -108,16 +107,93 @@ def write_lmdb(root: str, lmdb_path: str, paths: List[str], keys: List[str], com
     The lmdb map size is a generous bound from the input file sizes (64 MiB + 30x the files, enough for JPEG inputs
     re-encoded as PNG); BasicSR's default (10x the first image) overflows when images differ in size.
     """
-    if not lmdb_path.endswith('.lmdb'):
-        raise ValueError(f'output: expected a path ending with .lmdb, got {lmdb_path!r}')
-    if os.path.exists(lmdb_path):
-        raise FileExistsError(f'{lmdb_path} already exists; remove it or choose another --output')
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+
     map_size = (64 << 20) + 30 * sum(os.path.getsize(os.path.join(root, p)) for p in paths)
-    folder, name = os.path.split(os.path.abspath(lmdb_path))
-    partial = os.path.join(folder, f'.{name[:-len(".lmdb")]}.partial.lmdb')
-    shutil.rmtree(partial, ignore_errors=True)
-    make_lmdb_from_imgs(root, partial, paths, keys, compress_level=compress_level, map_size=map_size)
-    os.rename(partial, lmdb_path)
+    with _partial_lmdb(lmdb_path) as partial:
+        make_lmdb_from_imgs(root, partial, paths, keys, compress_level=compress_level, map_size=map_size)
+
+
+class _partial_lmdb:
+    """Context manager: yields ``.<name>.partial.lmdb`` beside ``lmdb_path``, renamed to it when the block succeeds."""
+
+    def __init__(self, lmdb_path: str):
+        if not lmdb_path.endswith('.lmdb'):
+            raise ValueError(f'output: expected a path ending with .lmdb, got {lmdb_path!r}')
+        if os.path.exists(lmdb_path):
+            raise FileExistsError(f'{lmdb_path} already exists; remove it or choose another --output')
+        folder, name = os.path.split(os.path.abspath(lmdb_path))
+        os.makedirs(folder, exist_ok=True)
+        self.path, self.partial = lmdb_path, os.path.join(folder, f'.{name[:-len(".lmdb")]}.partial.lmdb')
+
+    def __enter__(self) -> str:
+        shutil.rmtree(self.partial, ignore_errors=True)
+        return self.partial
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            os.rename(self.partial, self.path)
+        else:
+            shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def subimage_positions(length: int, crop_size: int, step: int, thresh_size: int) -> List[int]:
+    """Top (or left) offsets of BasicSR's ``extract_subimages``: every ``step`` pixels, plus a last crop flush with
+    the border when more than ``thresh_size`` pixels would be left over.
+
+    Raises:
+        ValueError: when the image side is smaller than ``crop_size``.
+    """
+    if length < crop_size:
+        raise ValueError(f'an image side of {length} px is smaller than the crop size {crop_size}')
+    positions = list(range(0, length - crop_size + 1, step))
+    if length - (positions[-1] + crop_size) > thresh_size:
+        positions.append(length - crop_size)
+    return positions
+
+
+def write_crops_lmdb(root: str, outputs: Tuple[str, str], pairs: List[Tuple[str, str]], keys: List[str],
+                     crop_size: int, step: int, thresh_size: int = 0, compress_level: int = 1) -> int:
+    """Writes the sub-images of paired images into two lmdbs with the same keys (``<key>_s001``, ``_s002``, ...).
+
+    The crops are those of BasicSR's ``scripts/data_preparation/extract_subimages.py`` (row-major, numbered from 1),
+    taken at the same positions in the blurry and the sharp image, PNG-encoded as ``make_lmdb_from_imgs`` stores
+    them. Returns the number of crops per lmdb.
+    """
+    import cv2
+    from basicsr.utils.lmdb_util import LmdbMaker
+    from tqdm import tqdm
+
+    if not (0 < step and 0 < crop_size and 0 <= thresh_size < crop_size):
+        raise ValueError(f'expected crop_size > 0, step > 0 and 0 <= thresh_size < crop_size, got {crop_size}, '
+                         f'{step}, {thresh_size}')
+    map_size = (64 << 20) + 60 * sum(os.path.getsize(os.path.join(root, p)) for pair in pairs for p in pair)
+    count = 0
+    with _partial_lmdb(outputs[0]) as lq_path, _partial_lmdb(outputs[1]) as gt_path:
+        makers = [LmdbMaker(path, map_size=map_size, compress_level=compress_level) for path in (lq_path, gt_path)]
+        try:
+            for (lq, gt), key in tqdm(list(zip(pairs, keys)), unit='pair', desc='crops'):
+                images = [cv2.imread(os.path.join(root, p), cv2.IMREAD_UNCHANGED) for p in (lq, gt)]
+                for path, image in zip((lq, gt), images):
+                    if image is None:
+                        raise ValueError(f'cannot decode image {os.path.join(root, path)!r}')
+                if images[0].shape != images[1].shape:
+                    raise ValueError(f'pair sizes differ: {lq} {images[0].shape[:2]} vs {gt} {images[1].shape[:2]}')
+                height, width = images[0].shape[:2]
+                index = 0
+                for top in subimage_positions(height, crop_size, step, thresh_size):
+                    for left in subimage_positions(width, crop_size, step, thresh_size):
+                        index += 1
+                        for maker, image in zip(makers, images):
+                            crop = image[top:top + crop_size, left:left + crop_size]
+                            encoded = cv2.imencode('.png', crop, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])[1]
+                            shape = crop.shape if crop.ndim == 3 else (*crop.shape, 1)
+                            maker.put(encoded.tobytes(), f'{key}_s{index:03d}', shape)
+                        count += 1
+        finally:
+            for maker in makers:
+                maker.close()
+    return count
 
 
 def create(layout: str,
@@ -132,6 +208,7 @@ def create(layout: str,
     if layout not in LAYOUTS:
         raise ValueError(f'layout: expected one of {LAYOUTS}, got {layout!r}')
     if layout == 'folder':
+        from basicsr_blurfield.data.paired_blur_dataset import list_images
         paths = list_images(root)
         if not paths:
             raise ValueError(f'folder: found no images under {root!r}')

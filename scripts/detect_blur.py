@@ -11,47 +11,16 @@ The checkpoint may be ours (BasicSR layout, weights under ``params`` / ``params_
 published configuration unless ``--opt`` names a training YAML whose ``network_g`` section describes it.
 """
 import argparse
-
-import cv2
-import numpy as np
-import torch
-import yaml
-
-import basicsr_blurfield  # noqa: F401  (applies compat, registers the archs)
-from basicsr.archs import build_network
-from basicsr_blurfield.archs.basis_kernel_arch import remap_official_keys
-from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
-from basicsr_blurfield.atomic import imwrite
-from basicsr_blurfield.fields import draw_kernel_grid
-from basicsr_blurfield.restoration.blur_detection import blur_score, evaluate_blur_detection
+import os
+import sys
 
 
-def load_estimator(checkpoint: str, opt_path: str = None, device: str = 'cpu') -> torch.nn.Module:
-    """Builds the estimator and loads ``checkpoint`` (ours or the official one), in eval mode."""
-    net_opt = {'type': 'BasisKernelNet'}
-    if opt_path:
-        with open(opt_path) as handle:
-            net_opt = yaml.safe_load(handle)['network_g']
-    net = build_network(dict(net_opt))
-    checkpoint_dict = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    state = unwrap_state_dict(checkpoint_dict, 'params_ema' if 'params_ema' in checkpoint_dict else None)
-    if any(name.startswith('inc_rgb.') for name in state):
-        state = remap_official_keys(state)
-    net.load_state_dict(state, strict=True)
-    return net.to(device).eval()
-
-
-def read_rgb(path: str) -> torch.Tensor:
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SystemExit(f'cannot read image {path!r}')
-    return torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1].transpose(2, 0, 1))).float().div(255)[None]
-
-
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('input', help='blurry image, or a folder of images with --gt')
-    parser.add_argument('--checkpoint', required=True, help='BasisKernelNet weights (ours or the official .pkl)')
+    parser.add_argument('--checkpoint', required=True,
+                        help='BasisKernelNet weights (ours, the official .pkl, or a reference-model name such as '
+                        'basis-kernels-reference)')
     parser.add_argument('--opt', help='YAML whose network_g describes the network (default: published B=25, K=33)')
     parser.add_argument('-o', '--output', help='mask PNG to write (single image)')
     parser.add_argument('--score', help='also write the soft score (0-255) as a PNG')
@@ -59,30 +28,69 @@ def main() -> None:
     parser.add_argument('--gt', help='folder of ground-truth masks: evaluate average precision over the input folder')
     parser.add_argument('--invert-gt', action='store_true', help='ground-truth masks mark sharp pixels in white')
     parser.add_argument('--threshold', type=float, default=0.25, help='kernel L2-norm threshold (default 0.25)')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    args = parser.parse_args()
+    parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
+    return parser
 
-    net = load_estimator(args.checkpoint, args.opt, args.device)
+
+def check_arguments(parser: argparse.ArgumentParser, args) -> None:
+    """Argument and file checks that need no torch (they answer before any network is loaded)."""
     if args.gt:
-        result = evaluate_blur_detection(args.input, args.gt, net, args.threshold, args.invert_gt, args.device)
-        for stem, value in sorted(result['ap'].items()):
-            print(f'{stem}\t{value:.4f}')
-        print(f'mAP over {len(result["ap"])} images: {result["map"]:.4f}')
-        return
-    if not args.output:
-        parser.error('-o/--output is required for a single image')
-    image = read_rgb(args.input).to(args.device)
-    with torch.no_grad():
-        field = net(image)
-        score = blur_score(field, args.threshold)[0, 0].cpu().numpy()
-    imwrite(args.output, ((score >= 0.5) * 255).astype(np.uint8))
-    if args.score:
-        imwrite(args.score, np.round(score * 255).astype(np.uint8))
-    if args.kernels:
-        grid = draw_kernel_grid(image[0].cpu(), field.to('cpu'), step=max(16, min(field.height, field.width) // 8))
-        imwrite(args.kernels, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        for folder, what in ((args.input, 'input folder'), (args.gt, '--gt folder')):
+            if not os.path.isdir(folder):
+                parser.exit(2, f'error: {what} {folder!r}: no such folder\n')
+    else:
+        if not args.output:
+            parser.error('-o/--output is required for a single image')
+        if not os.path.isfile(args.input):
+            parser.exit(2, f'error: image {args.input!r}: no such file\n')
+    if args.opt and not os.path.isfile(args.opt):
+        parser.exit(2, f'error: --opt {args.opt!r}: no such file\n')
+    if not 0 < args.threshold:
+        parser.error(f'--threshold: expected a positive kernel L2-norm threshold, got {args.threshold}')
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_arguments(parser, args)
+
+    import cv2
+    import numpy as np
+    import torch
+
+    from basicsr_blurfield.atomic import imwrite
+    from basicsr_blurfield.cli import ScriptError, grid_step, load_estimator_checked, read_image_rgb
+    from basicsr_blurfield.fields import draw_kernel_grid
+    from basicsr_blurfield.restoration.blur_detection import blur_score, evaluate_blur_detection
+
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        image = None if args.gt else read_image_rgb(args.input)
+        net, _ = load_estimator_checked(args.checkpoint, 'basis', args.opt, device)
+        if args.gt:
+            result = evaluate_blur_detection(args.input, args.gt, net, args.threshold, args.invert_gt, device)
+            for stem, value in sorted(result['ap'].items()):
+                print(f'{stem}\t{value:.4f}')
+            print(f'mAP over {len(result["ap"])} images: {result["map"]:.4f}')
+            return 0
+        rgb = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div(255)[None].to(device)
+        with torch.no_grad():
+            field = net(rgb)
+            score = blur_score(field, args.threshold)[0, 0].cpu().numpy()
+        imwrite(args.output, ((score >= 0.5) * 255).astype(np.uint8))
+        if args.score:
+            imwrite(args.score, np.round(score * 255).astype(np.uint8))
+        if args.kernels:
+            step = grid_step(max(16, min(field.height, field.width) // 8), field.height, field.width)
+            grid = draw_kernel_grid(rgb[0].cpu(), field.to('cpu'), step=step)
+            imwrite(args.kernels, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    except (ScriptError, OSError, ValueError) as error:
+        parser.exit(2, f'error: {error}\n')
     print(f'{args.output}: {100 * float((score >= 0.5).mean()):.1f}% of the pixels marked as blurred')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    status = main()
+    if status:
+        sys.exit(status)

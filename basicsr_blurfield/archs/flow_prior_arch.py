@@ -10,7 +10,8 @@ latent ``z`` of the standard normal base distribution ``N(0, I_L)``:
 
 ``encode(k) = z`` and ``decode(z) = k`` are exact inverses on the open cube; ``decode`` then projects onto kernels
 (non-negative, summing to 1) with :func:`basicsr_blurfield.fields.normalize_kernels`; the published code skips that
-projection (a documented defect), we apply it. The log-likelihood is that of the un-projected kernel vector.
+projection (``decode(z, normalize=False)`` gives its output, which the released UFPNet feeds to its attention
+modules), every field we return applies it. The log-likelihood is that of the un-projected kernel vector.
 
 Batch-norm layers use batch statistics (and update their running averages) when the module is training and the
 flow is evaluated in the data-to-latent direction; the latent-to-data direction (``decode``, ``sample``) always uses
@@ -52,6 +53,7 @@ class _AffineCoupling(nn.Module):
     def __init__(self, num_dims: int, hidden_size: int, num_hidden: int, parity: int):
         super().__init__()
         self.register_buffer('mask', (torch.arange(num_dims) % 2 == parity).float())
+        self._parity = int(parity)
         self.s_net = _mlp(num_dims, hidden_size, num_hidden, nn.Tanh)
         self.t_net = _mlp(num_dims, hidden_size, num_hidden, nn.ReLU)
 
@@ -70,6 +72,43 @@ class _AffineCoupling(nn.Module):
         masked = y * self.mask
         scale, shift = self._scale_shift(masked)
         return masked + (1 - self.mask) * (y * torch.exp(scale) + shift)
+
+    def inverse_columns(self, y: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """:meth:`inverse` on columns, computing only what changes: y (L, P), one column per point -> u (L, P).
+
+        The masks alternate (even / odd entries), so the conditioning half is the rows ``parity::2`` and only the
+        other half is updated: ``u_F = y_F * exp(s_F(y_M)) + t_F(y_M)``, clamped to +-_DECODE_BOUND as in
+        :meth:`KernelFlowPrior.decode`. The first layers of both MLPs read only the conditioning rows (one matrix
+        product for both) and their last layers produce only the updated rows. ``inplace`` updates ``y`` itself.
+        """
+        parity = self.parity
+        cond, free_rows = y[parity::2], slice(1 - parity, None, 2)
+        s_layers, t_layers = list(self.s_net), list(self.t_net)
+        first = torch.cat([s_layers[0].weight[:, parity::2], t_layers[0].weight[:, parity::2]])
+        hidden = torch.addmm(torch.cat([s_layers[0].bias, t_layers[0].bias])[:, None], first, cond)
+        width = s_layers[0].out_features
+        h_s, h_t = torch.tanh(hidden[:width]), torch.relu(hidden[width:])
+        for s_lin, t_lin in zip(s_layers[2:-1:2], t_layers[2:-1:2]):  # hidden-to-hidden layers
+            h_s = torch.tanh(torch.addmm(s_lin.bias[:, None], s_lin.weight, h_s))
+            h_t = torch.relu(torch.addmm(t_lin.bias[:, None], t_lin.weight, h_t))
+        s_last, t_last = s_layers[-1], t_layers[-1]
+        scale = torch.addmm(s_last.bias[free_rows, None], s_last.weight[free_rows], h_s)
+        shift = torch.addmm(t_last.bias[free_rows, None], t_last.weight[free_rows], h_t)
+        if inplace:
+            y[free_rows].mul_(scale.exp_()).add_(shift).clamp_(-_DECODE_BOUND, _DECODE_BOUND)
+            return y
+        free = (y[free_rows] * torch.exp(scale) + shift).clamp(-_DECODE_BOUND, _DECODE_BOUND)
+        index = torch.arange(1 - parity, y.shape[0], 2, device=y.device)
+        return y.index_copy(0, index, free)
+
+    @property
+    def parity(self) -> int:
+        """Which entries condition the coupling: 0 for the even ones (mask 1 at even indices), 1 for the odd ones.
+
+        Fixed at construction (the ``mask`` buffer holds the same pattern, as do the published checkpoints); a plain
+        int, so the column path also runs on meta tensors (TLC's calibration pass).
+        """
+        return self._parity
 
 
 class _BatchNormFlow(nn.Module):
@@ -101,6 +140,14 @@ class _BatchNormFlow(nn.Module):
         """Latent to data with the running statistics. y (P, L) -> u (P, L)."""
         scale = torch.exp(-self.log_gamma) * torch.sqrt(self.running_var + self.eps)
         return (y - self.beta) * scale + self.running_mean
+
+    def inverse_columns(self, y: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """:meth:`inverse` on columns, y (L, P) -> u (L, P), clamped to +-_DECODE_BOUND; ``inplace`` updates y."""
+        scale = (torch.exp(-self.log_gamma) * torch.sqrt(self.running_var + self.eps))[:, None]
+        if inplace:
+            return y.sub_(self.beta[:, None]).mul_(scale).add_(self.running_mean[:, None]).clamp_(
+                -_DECODE_BOUND, _DECODE_BOUND)
+        return ((y - self.beta[:, None]) * scale + self.running_mean[:, None]).clamp(-_DECODE_BOUND, _DECODE_BOUND)
 
 
 @ARCH_REGISTRY.register()
@@ -151,8 +198,8 @@ class KernelFlowPrior(nn.Module):
 
     @property
     def size(self) -> int:
-        """K, the kernel side."""
-        return int(round(float(self.kernel_size)))
+        """K, the kernel side (fixed by the layout: L = K*K; not read from the buffer, so meta tensors work)."""
+        return math.isqrt(self.num_dims)
 
     def _flatten(self, kernels: torch.Tensor) -> torch.Tensor:
         k = self.size
@@ -217,6 +264,34 @@ class KernelFlowPrior(nn.Module):
         if normalize:
             kernels = normalize_kernels(kernels, dim=1)
         return kernels.reshape(-1, self.size, self.size)
+
+    def decode_columns(self, z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """:meth:`decode` for codes stored as columns, the layout of per-pixel code maps (no transposes needed).
+
+        Computes only the changing half of each coupling (:meth:`_AffineCoupling.inverse_columns`); equal to
+        ``decode(z.T).reshape(-1, L).T`` up to float rounding, gradients included. Without autograd (no gradient
+        needed for z or the flow) it works in place on one copy of z: feed it cache-sized blocks of columns.
+
+        Args:
+            z (Tensor): (L, P) latent codes, one column per point (any strides).
+            normalize (bool): project each column onto the simplex (:func:`normalize_kernels`). Default: True.
+
+        Returns:
+            Tensor: (L, P) kernels, one flattened K x K kernel per column.
+        """
+        if z.dim() != 2 or z.shape[0] != self.num_dims:
+            raise ValueError(f'z: expected ({self.num_dims}, P), got {tuple(z.shape)}')
+        inplace = not (torch.is_grad_enabled() and
+                       (z.requires_grad or any(p.requires_grad for p in self.parameters())))
+        u = z.clone(memory_format=torch.contiguous_format) if inplace else z
+        for layer in reversed(self.net):
+            u = layer.inverse_columns(u, inplace)
+        scale = (1 - 2 * self.alpha) * self.normalization
+        if inplace:
+            kernels = u.sigmoid_().sub_(self.alpha).div_(scale)
+        else:
+            kernels = (torch.sigmoid(u) - self.alpha) / scale
+        return normalize_kernels(kernels, dim=0) if normalize else kernels
 
     def sample(self, num_samples: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Draws kernels from the prior: z ~ N(0, I), k = decode(z).

@@ -12,15 +12,21 @@ with Conv1 = conv3x3 (c -> c) + GELU, Conv2 = conv3x3 (L -> c) + GELU + conv3x3 
 ("KE") variant (UFPNet = NAFNet + KE; ``MPRNetKE``, ``MIMOUNetKE``). Mixed in front of the backbone class, it adds
 the uncertain kernel estimator and flow prior (``kernel_extra``, ``flow``), the map down-sampling convs
 (``kernel_down``) and one KAM per *site*, registered as ``<site>.kernel_attention`` and applied by a forward
-pre-hook to the site's input, so the backbone's own code and parameter names stay untouched (published checkpoints
-keep loading by name). A site is ``(module path, level, channels)`` or ``(module path, level, channels, (rows,
+pre-hook, so the backbone's own code and parameter names stay untouched (published checkpoints keep loading by
+name). Where the site block accepts a branch input (``accepts_branch_input``, e.g. NAFBlock), the KAM sits *inside*
+it as in the published UFPNet: the block's residual branch reads ``KAM(inp, K)`` while its residual stays on the
+original ``inp`` (``y = inp + beta * branch(KAM(inp, K))``); other blocks get ``KAM(inp, K)`` as their input (KAM in
+front of the block). A site is ``(module path, level, channels)`` or ``(module path, level, channels, (rows,
 cols))`` for backbones that run a module on a grid of image tiles, one call per tile in row-major order (MPRNet's
 stage-1 quarters and stage-2 halves): the i-th call of the module in one forward gets tile ``i % (rows * cols)`` of
 the level's map.
 
-The forward pads the image to a multiple that every level and tile divides (reflection), estimates the kernels once
-on the padded image, runs the backbone, crops every output back and, with ``return_field=True``, also returns the
-field of the unpadded image (``estimates_field = True`` for the deblurring model's re-blur loss, eq. (8)).
+The forward pads the image to a multiple that every level and tile divides (reflection, as published), estimates the
+kernels once on the padded image, runs the backbone, crops every output back (and clamps it to [0, 1] when
+``clamp_output``, as the published UFPNet) and, with ``return_field=True``, also returns the field of the unpadded
+image (``estimates_field = True`` for the deblurring model's re-blur loss, eq. (8)). The attention modules get the
+flow's decoded kernels as they are (not renormalised, as published; ``renormalize_kernels=True`` projects them onto
+the simplex first); the returned field is always projected (non-negative, summing to 1: the field contract).
 
 Reference: Fang et al., CVPR 2023, §3.3, eq. (7), Fig. 3 and Table 6. Written from the paper and DESIGN.md.
 """
@@ -28,11 +34,12 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from basicsr_blurfield.archs.arch_util import crop_scaled, crop_to, pad_to_multiple
 from basicsr_blurfield.archs.kernel_estimator_arch import LatentKernelEstimation
-from basicsr_blurfield.fields import KernelField
+from basicsr_blurfield.fields import KernelField, normalize_kernels
 
 __all__ = ['KernelAttention', 'KernelGuidedMixin']
 
@@ -61,8 +68,22 @@ class KernelAttention(nn.Module):
             raise ValueError(f'KernelAttention: features {tuple(x.shape)} and kernel map {tuple(kernel_map.shape)} '
                              'must agree in N, H and W')
         features = self.conv_1(x)
-        attention = self.conv_2(torch.cat([features, self.conv_kernel(kernel_map)], dim=1))
-        return features * attention + x
+        # Conv3 on the concatenation as the sum of its two halves: no (N, 2c, h, w) copy (and in place without
+        # autograd), which lowers the peak memory of the full-resolution level
+        conv = self.conv_2[0]
+        channels = features.shape[1]
+        logits = F.conv2d(features, conv.weight[:, :channels], conv.bias, padding=1)
+        kernel_logits = F.conv2d(self.conv_kernel(kernel_map), conv.weight[:, channels:], None, padding=1)
+        if torch.is_grad_enabled():
+            return features * torch.sigmoid(logits + kernel_logits) + x
+        return logits.add_(kernel_logits).sigmoid_().mul_(features).add_(x)
+
+
+def _clamp_unit(output):
+    """Clamps a tensor, or each tensor of a list / tuple, to [0, 1]."""
+    if torch.is_tensor(output):
+        return output.clamp(0, 1)
+    return type(output)(_clamp_unit(item) for item in output)
 
 
 def _parse_site(site) -> tuple:
@@ -83,12 +104,13 @@ class KernelGuidedMixin(LatentKernelEstimation):
     """
 
     estimates_field = True
-    guidance_pad_mode = 'reflect'  # how the input is padded to the guidance multiple; UFPNet: zeros, as published
+    guidance_pad_mode = 'reflect'  # how the input is padded to the guidance multiple (published UFPNet: reflect)
 
     def _build_kernel_guidance(self, sites: tuple, img_channel: int = 3, kernel_size: int = 19,
                                num_kernel_down: Optional[int] = None, estimator_feat: int = 64,
                                flow_num_block: int = 5, flow_hidden_size: int = 25, sample_at_test: bool = False,
-                               freeze_estimator: bool = True, padding: str = 'replicate') -> None:
+                               freeze_estimator: bool = True, padding: str = 'replicate',
+                               renormalize_kernels: bool = False, clamp_output: bool = False) -> None:
         """Builds the estimator, ``kernel_down`` and the KAMs and hooks them to the sites.
 
         Args:
@@ -102,10 +124,15 @@ class KernelGuidedMixin(LatentKernelEstimation):
             sample_at_test (bool): keep the uncertainty noise in eval mode. Default: False.
             freeze_estimator (bool): no gradients to ``kernel_extra`` (the prior is always frozen). Default: True.
             padding (str): boundary mode of the returned field. Default: 'replicate'.
+            renormalize_kernels (bool): project the kernels onto the simplex before the attention modules; the
+                published network feeds the flow's raw output (False). Default: False.
+            clamp_output (bool): clamp the restored output(s) to [0, 1] (published UFPNet). Default: False.
         """
         self._build_kernel_estimation(img_channel, kernel_size, estimator_feat, flow_num_block, flow_hidden_size,
                                       sample_at_test, True, padding)
         self.freeze_estimator = bool(freeze_estimator)
+        self.renormalize_kernels = bool(renormalize_kernels)
+        self.clamp_output = bool(clamp_output)
         if self.freeze_estimator:
             self.kernel_extra.requires_grad_(False)
         parsed = [_parse_site(site) for site in sites]
@@ -128,19 +155,36 @@ class KernelGuidedMixin(LatentKernelEstimation):
                                  f'({type(block).__name__}); name its first block instead, e.g. {path + ".0"!r}')
             block.add_module('kernel_attention', KernelAttention(channels, taps))
             block.kernel_attention_site = (level, tiles)
-            block.register_forward_pre_hook(self._apply_kernel_attention)
+            block.register_forward_pre_hook(self._apply_kernel_attention, with_kwargs=True)
             multiple = math.lcm(multiple, tiles[0] * 2**level, tiles[1] * 2**level)
         self.kernel_guidance_multiple = math.lcm(multiple, int(getattr(self, 'size_multiple', 1)))
+        # KAM calls per level in one forward: once a level and all finer ones are done, its map is released
+        self._calls_per_level = [sum(tiles[0] * tiles[1] for _, lvl, _, tiles in parsed if lvl == level)
+                                 for level in range(deepest + 1)]
         self._kernel_maps = None
         self._site_calls = {}
+        self._level_calls = []
 
     def _kernel_map(self, level: int) -> torch.Tensor:
         while len(self._kernel_maps) <= level:
             self._kernel_maps.append(self.kernel_down[len(self._kernel_maps) - 1](self._kernel_maps[-1]))
+        assert self._kernel_maps[level] is not None, f'kernel map of level {level} used after its release'
         return self._kernel_maps[level]
 
-    def _apply_kernel_attention(self, block: nn.Module, args: tuple) -> tuple:
-        """Forward pre-hook of a site: replaces the block's input x by KAM(x, kernel map of the site's tile)."""
+    def _release_finished_maps(self) -> None:
+        """Drops the maps no later KAM call needs (the coarser map is made first): at 720p the full-resolution
+        map alone is 1.3 GB, and the deep levels and the decoder run without it."""
+        for level, expected in enumerate(self._calls_per_level):
+            if self._level_calls[level] < expected:
+                return
+            if level < len(self._kernel_maps) and self._kernel_maps[level] is not None:
+                if level + 1 < len(self._calls_per_level):
+                    self._kernel_map(level + 1)
+                self._kernel_maps[level] = None
+
+    def _apply_kernel_attention(self, block: nn.Module, args: tuple, kwargs: dict) -> tuple:
+        """Forward pre-hook of a site: KAM(x, kernel map of the site's tile) becomes the block's branch input
+        (``accepts_branch_input``: the residual stays on x) or else replaces the block's input x."""
         if self._kernel_maps is None:
             raise RuntimeError(f'{type(self).__name__}: a kernel-guided block ran outside the network\'s forward; '
                                'call the network itself')
@@ -152,7 +196,13 @@ class KernelGuidedMixin(LatentKernelEstimation):
             row, col = divmod(call % (rows * cols), cols)
             height, width = kernel_map.shape[-2] // rows, kernel_map.shape[-1] // cols
             kernel_map = kernel_map[..., row * height:(row + 1) * height, col * width:(col + 1) * width]
-        return (block.kernel_attention(args[0], kernel_map), ) + tuple(args[1:])
+        attended = block.kernel_attention(args[0], kernel_map)
+        del kernel_map
+        self._level_calls[level] += 1
+        self._release_finished_maps()
+        if getattr(block, 'accepts_branch_input', False):
+            return args, {**kwargs, 'branch': attended}
+        return (attended, ) + tuple(args[1:]), kwargs
 
     def forward(self, lq: torch.Tensor, return_field: bool = False, sample: Optional[bool] = None,
                 generator: Optional[torch.Generator] = None):
@@ -172,15 +222,20 @@ class KernelGuidedMixin(LatentKernelEstimation):
             raise ValueError(f'{type(self).__name__}: expected (N, C, H, W), got shape {tuple(lq.shape)}')
         padded, size = pad_to_multiple(lq, self.kernel_guidance_multiple, mode=self.guidance_pad_mode)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_estimator):
-            kernels, _ = self.estimate_kernels(padded, sample, generator)
-        self._kernel_maps, self._site_calls = [kernels], {}
+            kernels, _ = self.estimate_kernels(padded, sample, generator, normalize=self.renormalize_kernels)
+        self._kernel_maps, self._site_calls, self._level_calls = [kernels], {}, [0] * len(self._calls_per_level)
+        if not return_field:
+            del kernels  # the maps are released during the backbone's forward once used
         try:
             output = super().forward(padded)
         finally:
-            self._kernel_maps, self._site_calls = None, {}
+            self._kernel_maps, self._site_calls, self._level_calls = None, {}, []
         output = crop_scaled(output, size, padded.shape[-2])
+        if self.clamp_output:
+            output = _clamp_unit(output)
         if not return_field:
             return output
-        # decoded kernels are normalised by construction (normalize_kernels in the flow's decode): skip the check
-        return output, KernelField(crop_to(kernels, size).contiguous(), padding=self.field_padding, check=False)
+        kernels = crop_to(kernels, size)
+        kernels = kernels.contiguous() if self.renormalize_kernels else normalize_kernels(kernels, dim=1)
+        return output, KernelField(kernels, padding=self.field_padding, check=False)  # normalised just above
 

@@ -1,8 +1,9 @@
 """Uncertain per-pixel kernel estimation in the flow's latent space, stage II of UFPNet (Fang et al., CVPR 2023).
 
 A small U-Net G (three widths F, 2F, 4F; two down/up levels) predicts from the blurry image y, at every pixel i, a
-latent code ``z_i`` (L = K*K channels, standardised over its L entries so that it follows N(0, I)) and a standard
-deviation ``sigma_i`` (sigmoid of a second head, averaged over the L channels: one sigma per pixel). Eq. (5)-(6):
+latent code ``z_i`` (L = K*K channels: a softmax over the L entries, then standardised over them with the unbiased
+std and no epsilon, as published, so that it follows N(0, I)) and a standard deviation ``sigma_i`` (sigmoid of a
+second head, averaged over the L channels: one sigma per pixel). Eq. (5)-(6):
 
     z_hat_i = sqrt(1 - sigma_i^2) * z_i + n_i,    n_i = sigma_i * eps_i,  eps_i ~ N(0, I)
 
@@ -12,26 +13,29 @@ and mode of z_hat_i), so results do not depend on a seed (the published code kee
 ``torch.Generator`` when one is given.
 The kernels ``k_i = f_theta(z_hat_i)`` are decoded by the frozen :class:`KernelFlowPrior` (eq. (3)) and returned as a
 :class:`~basicsr_blurfield.fields.KernelField` (gather form, each kernel non-negative and summing to 1). The stage-II
-loss is the re-blur L1 of eq. (4), ``||blur(x, field) - y||_1``.
+loss is the re-blur L1 of eq. (4), ``||blur(x, field) - y||_1``. The U-Net's ReLUs sit where the published code has
+them: an encoding block is head conv, two residual blocks, ReLU (the skip), stride-2 conv without activation; a
+decoding block is transposed conv, concatenation with the skip, head conv, two residual blocks, ReLU.
 
 Module names (``kernel_extra.Encoding_Block1 ... Conv_tail.{mean,var}`` and ``flow.*``) equal the published UFPNet
 layout, so the estimator's weights load into and out of :class:`~basicsr_blurfield.archs.ufpnet_arch.UFPNet` by name.
 
 Reference: Fang et al., CVPR 2023, §3.1-3.2, eq. (4)-(6). Written from the paper and DESIGN.md.
 """
+import math
 from typing import Optional
 
 import torch
 from torch import nn
 
 from basicsr.utils.registry import ARCH_REGISTRY
-from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
+from basicsr_blurfield.archs.arch_util import channels_last_on_cpu, crop_to, pad_to_multiple
 from basicsr_blurfield.archs.flow_prior_arch import KernelFlowPrior
 from basicsr_blurfield.fields import KernelField
 
 __all__ = ['FlowKernelEstimator', 'LatentKernelEstimation', 'resample_codes']
 
-_DECODE_CHUNK = 65536
+_DECODE_PIXELS = 1024  # pixels decoded at a time without autograd: (L, 1024) floats stay in cache
 
 
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -50,7 +54,10 @@ class _ResBlock(nn.Module):
 
 
 class _EncodingBlock(nn.Module):
-    """Conv, two residual blocks (the skip), then a stride-2 conv. (N, C_in, H, W) -> skip (N, C, H, W), down."""
+    """Conv, two residual blocks and a ReLU (the skip), then a stride-2 conv without activation (published order).
+
+    Shape: (N, C_in, H, W) -> skip (N, C, H, W), down (N, C, H/2, W/2).
+    """
 
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
@@ -60,12 +67,15 @@ class _EncodingBlock(nn.Module):
         self.downsample = _conv3x3(out_ch, out_ch, stride=2)
 
     def forward(self, x: torch.Tensor) -> tuple:
-        skip = self.ResBlock2(self.ResBlock1(torch.relu(self.Conv_head(x))))
-        return skip, torch.relu(self.downsample(skip))
+        skip = torch.relu(self.ResBlock2(self.ResBlock1(self.Conv_head(x))))
+        return skip, self.downsample(skip)
 
 
 class _DecodingBlock(nn.Module):
-    """Stride-2 transposed conv, concatenation with the skip, conv and two residual blocks."""
+    """Stride-2 transposed conv, concatenation with the skip, conv, two residual blocks and a ReLU (published order).
+
+    Shape: x (N, C_in, h, w), skip (N, C, 2h, 2w) -> (N, C, 2h, 2w).
+    """
 
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
@@ -75,8 +85,8 @@ class _DecodingBlock(nn.Module):
         self.ResBlock2 = _ResBlock(out_ch)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = torch.relu(self.Conv_t(x))
-        return self.ResBlock2(self.ResBlock1(torch.relu(self.Conv_head(torch.cat([up, skip], dim=1)))))
+        merged = self.Conv_head(torch.cat([self.Conv_t(x), skip], dim=1))
+        return torch.relu(self.ResBlock2(self.ResBlock1(merged)))
 
 
 class _ConvStack(nn.Module):
@@ -94,7 +104,8 @@ class _ConvStack(nn.Module):
 
 
 class _LatentCodeNet(nn.Module):
-    """G of eq. (4): image (N, C, H, W) -> raw code (N, L, H, W) and raw sigma logits (N, L, H, W); H, W % 4 == 0."""
+    """G of eq. (4): the U-Net trunk, image (N, C, H, W) -> features (N, F, H, W), H, W % 4 == 0, and two heads
+    ``Conv_tail['mean']`` (raw code) and ``Conv_tail['var']`` (sigma logits), each features -> (N, L, H, W)."""
 
     def __init__(self, img_channel: int, num_feat: int, code_channels: int):
         super().__init__()
@@ -111,21 +122,22 @@ class _LatentCodeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple:
         skip1, x = self.Encoding_Block1(x)
         skip2, x = self.Encoding_Block2(x)
-        x = self.Decoding_Block2(self.Decoding_Block1(self.Conv_mid(x), skip2), skip1)
-        return self.Conv_tail['mean'](x), self.Conv_tail['var'](x)
+        return self.Decoding_Block2(self.Decoding_Block1(self.Conv_mid(x), skip2), skip1)
 
 
 def resample_codes(z: torch.Tensor,
                    sigma: torch.Tensor,
                    sample: bool,
-                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                   generator: Optional[torch.Generator] = None,
+                   noise: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Uncertainty resampling of eq. (5)-(6): ``z * sqrt(1 - sigma^2) + eps * sigma`` (eps left out if not ``sample``).
 
     Args:
-        z (Tensor): (N, L, H, W) standardised codes.
+        z (Tensor): (N, L, H, W) standardised codes (or any layout with sigma broadcasting against it).
         sigma (Tensor): (N, 1, H, W) in (0, 1).
         sample (bool): add the noise term.
         generator (torch.Generator, optional): source of eps (on z's device).
+        noise (Tensor, optional): eps itself, shaped like z, instead of drawing it (used when ``sample``).
 
     Returns:
         Tensor: (N, L, H, W) codes z_hat.
@@ -134,8 +146,9 @@ def resample_codes(z: torch.Tensor,
     z_hat = z * torch.sqrt((1 - sigma * sigma).clamp_min(1e-12))
     if not sample:
         return z_hat
-    eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-    return z_hat + eps * sigma
+    if noise is None:
+        noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return z_hat + noise * sigma
 
 
 class LatentKernelEstimation:
@@ -167,36 +180,82 @@ class LatentKernelEstimation:
         return self
 
     def estimate_kernels(self, lq: torch.Tensor, sample: Optional[bool] = None,
-                         generator: Optional[torch.Generator] = None) -> tuple:
+                         generator: Optional[torch.Generator] = None, normalize: bool = True) -> tuple:
         """Per-pixel kernels and uncertainty of a blurry image, eq. (4)-(6).
+
+        The raw code goes through a softmax over its L channels and is then standardised at each pixel with the
+        unbiased standard deviation and no epsilon (as published), giving z; then z_hat = resample(z, sigma) and
+        k = f_theta(z_hat).
 
         Args:
             lq (Tensor): (N, C, H, W) blurry image, any H, W.
             sample (bool, optional): add the uncertainty noise; None means "while training, or if sample_at_test".
             generator (torch.Generator, optional): source of the noise (on lq's device).
+            normalize (bool): project the decoded kernels onto the simplex (non-negative, sum 1). False gives the
+                flow's raw output, which the published network feeds to its attention modules. Default: True.
 
         Returns:
-            tuple: kernels (N, K*K, H, W), non-negative, summing to 1 over dim 1 (gather form), and
-            sigma (N, 1, H, W) in (0, 1).
+            tuple: kernels (N, K*K, H, W) (gather form; non-negative, summing to 1 over dim 1 when ``normalize``)
+            and sigma (N, 1, H, W) in (0, 1).
         """
         if lq.dim() != 4:
             raise ValueError(f'lq: expected (N, C, H, W), got shape {tuple(lq.shape)}')
         if sample is None:
             sample = self.training or self.sample_at_test
         padded, size = pad_to_multiple(lq, 4)
-        code, sigma_logits = self.kernel_extra(padded)
-        code, sigma_logits = crop_to(code, size), crop_to(sigma_logits, size)
-        z = (code - code.mean(dim=1, keepdim=True)) / torch.sqrt(code.var(dim=1, unbiased=False, keepdim=True) + 1e-6)
-        sigma = torch.sigmoid(sigma_logits).mean(dim=1, keepdim=True)
-        z_hat = resample_codes(z, sigma, sample, generator)
-        num, taps, height, width = z_hat.shape
-        rows = z_hat.permute(0, 2, 3, 1).reshape(-1, taps)
-        if torch.is_grad_enabled() or rows.shape[0] <= _DECODE_CHUNK:
-            kernels = self.flow.decode(rows)
-        else:
-            kernels = torch.cat([self.flow.decode(chunk) for chunk in rows.split(_DECODE_CHUNK)])
-        kernels = kernels.reshape(num, height, width, taps).permute(0, 3, 1, 2).contiguous()
-        return kernels, sigma
+        code, sigma = self._heads(self.kernel_extra(channels_last_on_cpu(padded)), size)
+        noise = torch.randn(code.shape, generator=generator, device=code.device, dtype=code.dtype) if sample else None
+        return self._decode_codes(code, sigma, noise, normalize), sigma
+
+    def _heads(self, features: torch.Tensor, size: tuple) -> tuple:
+        """Raw code (N, L, H, W) and sigma (N, 1, H, W) = mean over L of sigmoid(logits), cropped to ``size``.
+
+        The uncertainty head runs first and is reduced to sigma (in place when no gradient is needed) before the code
+        head runs, so one (N, L, H, W) map exists at a time (1.3 GB each at 720p).
+        """
+        logits = crop_to(self.kernel_extra.Conv_tail['var'](features), size)
+        in_place = not (torch.is_grad_enabled() and logits.requires_grad)
+        sigma = (logits.sigmoid_() if in_place else torch.sigmoid(logits)).mean(dim=1, keepdim=True)
+        del logits
+        return crop_to(self.kernel_extra.Conv_tail['mean'](features), size), sigma
+
+    def _decode_codes(self, code: torch.Tensor, sigma: torch.Tensor, noise: Optional[torch.Tensor],
+                      normalize: bool) -> torch.Tensor:
+        """Raw codes (N, L, H, W) -> kernels (N, L, H, W), channels-last: softmax, standardisation, resampling and the
+        flow, per pixel. Without autograd it runs in cache-sized blocks of pixels and writes the kernels over the
+        codes (no (N, L, H, W) temporaries); with it, one sample at a time."""
+        if code.is_meta:  # shape-only pass (TLC calibration): the kernels have the codes' shape
+            return code
+        num, taps, height, width = code.shape
+        rows = code.permute(0, 2, 3, 1).reshape(num, height * width, taps)  # a row per pixel (a view if channels-last)
+        sigma_rows = sigma.reshape(num, height * width, 1)
+        noise_rows = None if noise is None else noise.permute(0, 2, 3, 1).reshape(num, height * width, taps)
+        needs_grad = torch.is_grad_enabled() and (code.requires_grad or sigma.requires_grad or any(
+            p.requires_grad for p in self.flow.parameters()))
+        step = height * width if needs_grad else _DECODE_PIXELS
+        decoded = []
+        for index in range(num):
+            for start in range(0, height * width, step):
+                block = slice(start, start + step)
+                kernels = self._decode_columns(rows[index, block].T, sigma_rows[index, block].T,
+                                               None if noise is None else noise_rows[index, block].T, normalize).T
+                if needs_grad:
+                    decoded.append(kernels)
+                else:
+                    rows[index, block] = kernels
+        if needs_grad:
+            rows = torch.stack(decoded)
+        return rows.reshape(num, height, width, taps).permute(0, 3, 1, 2)
+
+    def _decode_columns(self, code: torch.Tensor, sigma: torch.Tensor, noise: Optional[torch.Tensor],
+                        normalize: bool) -> torch.Tensor:
+        """code (L, P) raw, sigma (1, P), noise (L, P) or None -> kernels (L, P): eq. (5)-(6), then the flow."""
+        code = torch.softmax(code, dim=0)
+        centred = code - code.mean(dim=0, keepdim=True)
+        # unbiased std, no epsilon (published); as a norm: one fast pass (torch.std_mean over dim 0 is 50x slower)
+        std = torch.linalg.vector_norm(centred, dim=0, keepdim=True) / math.sqrt(code.shape[0] - 1)
+        z_hat = resample_codes(centred / std, sigma, noise is not None, noise=noise)
+        return self.flow.decode_columns(z_hat, normalize=normalize)
 
     def estimate_field(self, lq: torch.Tensor, sample: Optional[bool] = None,
                        generator: Optional[torch.Generator] = None) -> KernelField:

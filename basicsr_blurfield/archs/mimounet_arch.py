@@ -63,8 +63,11 @@ class _ResBlock(nn.Module):
         self.main = nn.Sequential(
             _BasicConv(channel, channel, 3, relu=True), _BasicConv(channel, channel, 3, relu=False))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x) + x
+    accepts_branch_input = True  # MIMOUNetKE's kernel attention sits inside the block (KernelGuidedMixin)
+
+    def forward(self, x: torch.Tensor, branch: 'torch.Tensor | None' = None) -> torch.Tensor:
+        """x + main(branch), with ``branch`` = x unless given (the kernel attention's output in MIMOUNetKE)."""
+        return self.main(x if branch is None else branch) + x
 
 
 class _ResStack(nn.Module):

@@ -62,8 +62,11 @@ class _CAB(nn.Module):
         self.body = nn.Sequential(
             _conv(n_feat, n_feat, kernel_size, bias), act, _conv(n_feat, n_feat, kernel_size, bias))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.CA(self.body(x)) + x
+    accepts_branch_input = True  # MPRNetKE's kernel attention sits inside the block (KernelGuidedMixin)
+
+    def forward(self, x: torch.Tensor, branch: 'torch.Tensor | None' = None) -> torch.Tensor:
+        """x + CA(body(branch)), with ``branch`` = x unless given (the kernel attention's output in MPRNetKE)."""
+        return self.CA(self.body(x if branch is None else branch)) + x
 
 
 def _cabs(count: int, n_feat: int, kernel_size: int, reduction: int, bias: bool, act: nn.Module) -> nn.Sequential:

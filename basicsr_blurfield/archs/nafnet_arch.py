@@ -21,11 +21,14 @@ published GoPro numbers (``train_size=(1, 3, 256, 256)``, base size 384).
 
 Reference: Chen et al., ECCV 2022, §3.3-3.4; Chu et al., ECCV 2022 (TLC). Written from the papers.
 """
+from typing import Optional
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from basicsr.utils.registry import ARCH_REGISTRY
-from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
+from basicsr_blurfield.archs.arch_util import channels_last_on_cpu, crop_to, pad_to_multiple
 from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
 from basicsr_blurfield.archs.tlc import replace_global_pooling
 
@@ -45,9 +48,27 @@ class _LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
-        normed = (x - mean) * torch.rsqrt(var + self.eps)
-        return normed * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        # F.layer_norm over the last dim of the channels-last view: the same maths, one pass, no copy when x is
+        # channels-last (7x faster than var_mean over dim 1 on CPU)
+        return F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1], ), self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+
+
+class _PointwiseConv(nn.Conv2d):
+    """1x1 convolution (an ``nn.Conv2d``, same parameters and state dict) that uses oneDNN on CPU in every case.
+
+    PyTorch sends 1x1 convs of a batch below 16 on one thread to its native im2col path, which measured 1.8-2.3x
+    slower than oneDNN on the NAFBlock shapes here (e.g. 512 -> 1024 channels at 32x32: 44 ms vs 20-25 ms); with
+    more threads or larger batches PyTorch already picks oneDNN. Same values up to float rounding, with autograd.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == 'cpu' and x.dtype == torch.float32 and self.weight.dtype == torch.float32
+                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+            return torch.mkldnn_convolution(x, self.weight, self.bias, (0, 0), (1, 1), (1, 1), 1)
+        return super().forward(x)
 
 
 def _simple_gate(x: torch.Tensor) -> torch.Tensor:
@@ -73,12 +94,12 @@ class NAFBlock(nn.Module):
         super().__init__()
         dw_channel = c * DW_Expand
         ffn_channel = c * FFN_Expand
-        self.conv1 = nn.Conv2d(c, dw_channel, 1)
+        self.conv1 = _PointwiseConv(c, dw_channel)
         self.conv2 = nn.Conv2d(dw_channel, dw_channel, 3, padding=1, groups=dw_channel)
-        self.conv3 = nn.Conv2d(dw_channel // 2, c, 1)
-        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw_channel // 2, dw_channel // 2, 1))
-        self.conv4 = nn.Conv2d(c, ffn_channel, 1)
-        self.conv5 = nn.Conv2d(ffn_channel // 2, c, 1)
+        self.conv3 = _PointwiseConv(dw_channel // 2, c)
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), _PointwiseConv(dw_channel // 2, dw_channel // 2))
+        self.conv4 = _PointwiseConv(c, ffn_channel)
+        self.conv5 = _PointwiseConv(ffn_channel // 2, c)
         self.norm1 = _LayerNorm2d(c)
         self.norm2 = _LayerNorm2d(c)
         self.dropout1 = nn.Dropout(drop_out_rate) if drop_out_rate > 0 else nn.Identity()
@@ -86,8 +107,14 @@ class NAFBlock(nn.Module):
         self.beta = nn.Parameter(torch.zeros((1, c, 1, 1)))
         self.gamma = nn.Parameter(torch.zeros((1, c, 1, 1)))
 
-    def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        x = _simple_gate(self.conv2(self.conv1(self.norm1(inp))))
+    # kernel-guided networks may hand the first branch other features than the residual (KernelGuidedMixin)
+    accepts_branch_input = True
+
+    def forward(self, inp: torch.Tensor, branch: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Runs the block; ``branch`` (N, c, H, W), if given, feeds the first branch instead of ``inp`` while the
+        first residual stays on ``inp``: ``y = inp + beta * conv3(SCA(SG(dwconv(conv1(LN(branch))))))`` (UFPNet's
+        kernel block, where ``branch`` is the kernel attention's output)."""
+        x = _simple_gate(self.conv2(self.conv1(self.norm1(inp if branch is None else branch))))
         x = self.conv3(x * self.sca(x))
         y = inp + self.dropout1(x) * self.beta
         x = self.conv5(_simple_gate(self.conv4(self.norm2(y))))
@@ -137,7 +164,7 @@ class NAFNet(nn.Module):
             chan *= 2
         self.middle_blks = nn.Sequential(*[NAFBlock(chan) for _ in range(middle_blk_num)])
         for num in dec_blk_nums:
-            self.ups.append(nn.Sequential(nn.Conv2d(chan, chan * 2, 1, bias=False), nn.PixelShuffle(2)))
+            self.ups.append(nn.Sequential(_PointwiseConv(chan, chan * 2, bias=False), nn.PixelShuffle(2)))
             chan //= 2
             self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
         self.padder_size = 2**len(self.encoders)
@@ -150,6 +177,7 @@ class NAFNet(nn.Module):
         if inp.dim() != 4:
             raise ValueError(f'{type(self).__name__}: expected (N, C, H, W), got shape {tuple(inp.shape)}')
         padded, size = pad_to_multiple(inp, self.padder_size, mode='constant')
+        padded = channels_last_on_cpu(padded)
         x = self.intro(padded)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
@@ -159,7 +187,7 @@ class NAFNet(nn.Module):
         x = self.middle_blks(x)
         for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips)):
             x = decoder(up(x) + skip)
-        return crop_to(self.ending(x) + padded, size)
+        return crop_to(self.ending(x) + padded, size).contiguous()
 
 
 @ARCH_REGISTRY.register()

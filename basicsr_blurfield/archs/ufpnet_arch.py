@@ -1,11 +1,12 @@
 """UFPNet of Fang et al., CVPR 2023: NAFNet guided by uncertain flow-based kernel estimation (§3.3, Fig. 3).
 
 The blurry image y goes through the kernel estimator (``kernel_extra``, eq. (5)-(6)) and the frozen flow prior
-(``flow``, eq. (3)) to a per-pixel kernel map K (N, K*K, H, W); NAFNet's encoder levels 1-3 (``kam_levels``) get a
-kernel attention module (eq. (7)) at the input of their first NAFBlock, the map being carried down by learned
-stride-2 2x2 convs (``kernel_down``). Stage III trains it with ``L_PSNR + lambda * ||F(y) (x) K(y) - y||_1``
-(eq. (8), lambda = 0.01, applied once by the deblurring model); the estimated field is returned with
-``return_field=True``.
+(``flow``, eq. (3)) to a per-pixel kernel map K (N, K*K, H, W); the first NAFBlock of NAFNet's encoder levels 1-3
+(``kam_levels``) becomes the published "kernel block": a kernel attention module (eq. (7)) inside it,
+``y = inp + beta * branch(KAM(inp, K))`` with the residual on the block's original input, the map being carried
+down by learned stride-2 2x2 convs (``kernel_down``). Stage III trains it with
+``L_PSNR + lambda * ||F(y) (x) K(y) - y||_1`` (eq. (8), lambda = 0.01, applied once by the deblurring model); the
+estimated field is returned with ``return_field=True``.
 
 Published GoPro model (``UFPNet_code_uncertainty_Local``, width 64, enc_blk_nums (1, 1, 1, 28)): 80,343,663
 parameters, 852 state-dict entries. Our names equal the published ones except the KAM, which the original spells
@@ -14,7 +15,11 @@ checkpoint also loads directly with ``load_state_dict`` / BasicSR's ``pretrain_n
 ``kernel_down`` has one conv per encoder level although only the first ``kam_levels - 1`` are used; the unused ones
 are kept (frozen) so the published state dict loads strictly.
 
-Differences from the published code (DESIGN.md): test time is deterministic by default (``sample_at_test``), the
+As published (and checked against the released code's outputs, ``tests/archs/test_ufpnet_golden.py``): the input
+is padded to a multiple of 16 with reflection, the output is clamped to [0, 1] (``clamp_output``) and the attention
+modules get the flow's raw kernels (``renormalize_kernels=False``). Differences from the published code
+(DESIGN.md): test time is deterministic by default (``sample_at_test``; the released code adds the uncertainty noise
+at test time, so its results depend on the seed), the returned field is projected onto kernels summing to 1, the
 re-blur pairs each kernel with its own sample, and the estimator is frozen by default (``freeze_estimator``).
 
 Reference: Fang et al., CVPR 2023, §3.3, Fig. 3, Tables 1 and 6; NAFNet (Chen et al., ECCV 2022). Written from the
@@ -47,13 +52,14 @@ class UFPNet(KernelGuidedMixin, NAFNet):
         sample_at_test (bool): keep the uncertainty noise at test time (published behaviour). Default: False.
         freeze_estimator (bool): keep the stage-II estimator fixed. Default: True.
         padding (str): boundary mode of the returned field. Default: 'replicate'.
+        renormalize_kernels (bool): feed kernels summing to 1 to the attention modules (ours); the published network
+            feeds the flow's raw output. Changes the function: released weights need False. Default: False.
+        clamp_output (bool): clamp the output to [0, 1] (published). Default: True.
 
     Shape:
         (N, img_channel, H, W) -> (N, img_channel, H, W), any H, W; with ``return_field=True`` also a KernelField
-        with kernels (N, K*K, H, W).
+        with kernels (N, K*K, H, W), each summing to 1.
     """
-
-    guidance_pad_mode = 'constant'  # zero padding to the size multiple, as the published UFPNet / NAFNet
 
     def __init__(self,
                  img_channel: int = 3,
@@ -68,7 +74,9 @@ class UFPNet(KernelGuidedMixin, NAFNet):
                  flow_hidden_size: int = 25,
                  sample_at_test: bool = False,
                  freeze_estimator: bool = True,
-                 padding: str = 'replicate'):
+                 padding: str = 'replicate',
+                 renormalize_kernels: bool = False,
+                 clamp_output: bool = True):
         super().__init__(img_channel, width, middle_blk_num, enc_blk_nums, dec_blk_nums)
         if not 1 <= int(kam_levels) <= len(enc_blk_nums) or min(enc_blk_nums[:int(kam_levels)]) < 1:
             raise ValueError(f'kam_levels: expected 1..{len(enc_blk_nums)} levels that each have a NAFBlock, got '
@@ -77,7 +85,8 @@ class UFPNet(KernelGuidedMixin, NAFNet):
         self._build_kernel_guidance(sites, img_channel, kernel_size, num_kernel_down=len(enc_blk_nums),
                                     estimator_feat=estimator_feat, flow_num_block=flow_num_block,
                                     flow_hidden_size=flow_hidden_size, sample_at_test=sample_at_test,
-                                    freeze_estimator=freeze_estimator, padding=padding)
+                                    freeze_estimator=freeze_estimator, padding=padding,
+                                    renormalize_kernels=renormalize_kernels, clamp_output=clamp_output)
         self.register_load_state_dict_pre_hook(_rename_official_keys)
 
 
@@ -94,7 +103,8 @@ class UFPNetLocal(UFPNet):
 
     Args:
         img_channel, width, middle_blk_num, enc_blk_nums, dec_blk_nums, kernel_size, kam_levels, estimator_feat,
-            flow_num_block, flow_hidden_size, sample_at_test, freeze_estimator, padding: as :class:`UFPNet`.
+            flow_num_block, flow_hidden_size, sample_at_test, freeze_estimator, padding, renormalize_kernels,
+            clamp_output: as :class:`UFPNet`.
         train_size (tuple): (N, C, H_t, W_t) training crop size. Default: (1, 3, 256, 256).
         base_size (int | tuple | None): TLC window in image pixels; None is 1.5 x train size. Default: None.
         fast_imp (bool): subsampled TLC approximation. Default: False.
@@ -117,11 +127,14 @@ class UFPNetLocal(UFPNet):
                  sample_at_test: bool = False,
                  freeze_estimator: bool = True,
                  padding: str = 'replicate',
+                 renormalize_kernels: bool = False,
+                 clamp_output: bool = True,
                  train_size: tuple = (1, 3, 256, 256),
                  base_size=None,
                  fast_imp: bool = False):
         super().__init__(img_channel, width, middle_blk_num, enc_blk_nums, dec_blk_nums, kernel_size, kam_levels,
-                         estimator_feat, flow_num_block, flow_hidden_size, sample_at_test, freeze_estimator, padding)
+                         estimator_feat, flow_num_block, flow_hidden_size, sample_at_test, freeze_estimator, padding,
+                         renormalize_kernels, clamp_output)
         replace_global_pooling(self, base_size=base_size, train_size=train_size, fast_imp=fast_imp)
 
 

@@ -28,6 +28,8 @@ class KernelDataset(data.Dataset):
     Items: ``kernel`` (1, K, K) float32, non-negative, sums to 1; ``kernel_type`` (str); ``length`` (float, px).
     """
 
+    option_keys = ('kernel_size', 'num_samples', 'seed', 'kernel_types')
+
     def __init__(self, opt: dict):
         super().__init__()
         self.opt = opt

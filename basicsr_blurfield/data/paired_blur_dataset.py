@@ -156,6 +156,8 @@ class PairedBlurDataset(data.Dataset):
     ``DeblurModel`` saves results so that scenes reusing file names do not overwrite each other.
     """
 
+    option_keys = ('layout', 'dataroot', 'gt_subfolder', 'lq_subfolder')
+
     def __init__(self, opt: dict):
         super().__init__()
         self.opt = opt

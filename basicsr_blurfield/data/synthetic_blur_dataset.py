@@ -252,6 +252,9 @@ class SyntheticBlurDataset(data.Dataset):
     :func:`field_from_batch`.
     """
 
+    option_keys = ('kernel_size', 'num_samples', 'seed', 'field_types', 'field_representation', 'max_regions',
+                   'min_region_area', 'basis_grid', 'num_steps', 'gamma', 'noise_std', 'poisson_peak')
+
     def __init__(self, opt: dict):
         super().__init__()
         self.opt = opt

@@ -1,4 +1,4 @@
-"""Per-pixel (space-varying) blur as tap loops: eq. (1) of Carbajal et al. in gather form, with its transposes.
+"""Per-pixel (space-varying) blur: eq. (1) of Carbajal et al. in gather form, with its transposes.
 
 With ``r = K // 2`` and a padded image ``xp`` of size ``(H + 2r) x (W + 2r)`` (padded pixel ``(y + r, x + r)`` is image
 pixel ``(y, x)``), the three bilinear maps used by :class:`~basicsr_blurfield.fields.KernelField` are
@@ -8,17 +8,30 @@ pixel ``(y, x)``), the three bilinear maps used by :class:`~basicsr_blurfield.fi
 - correlate: ``g[n, t, y, x]    = sum_c v[n, c, y, x] * xp[n, c, y + i_t, x + j_t]``   (its transpose in ``k``),
 
 with tap ``t = i_t * K + j_t``. Each is a custom autograd function whose backward is made of the other two, so the
-set is closed under differentiation (gradcheck and double backward work). Forward and backward loop over the ``K*K``
-taps with in-place multiply-adds on shifted views (on CPU in row tiles, so a tile stays in cache across all taps):
-memory is ``O(N*C*H*W + N*K*K*H*W)`` (image plus field), never the ``K*K``-times-image tensor of ``F.unfold``.
+set is closed under differentiation (gradcheck and double backward work). Two engines evaluate them, both in row
+tiles whose size is bounded, so memory is ``O(N*C*H*W + N*K*K*H*W)`` (image plus field), never the
+``K*K``-times-image tensor of an ``F.unfold`` over the whole image:
+
+- ``'taps'`` (CPU): in-place multiply-adds on shifted views of the padded image, one per tap and tile (the ``K*K``
+  views of a tile come from one strided view), so a tile stays in cache across all taps. ``correlate`` covers a whole
+  kernel row ``i`` per operation (``K`` taps as one strided view) and the channels by accumulation, so the kernel
+  gradient is written in ``K``-tap slabs.
+- ``'unfold'`` (other devices, where ``K*K`` small launches per tile cost more than the arithmetic): ``F.unfold`` /
+  ``F.fold`` of a row tile of at most :data:`UNFOLD_ELEMENTS` unfolded values.
+
+:data:`ENGINE` picks one (``'auto'``: by device); tests force either on CPU.
 """
 import math
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-TILE_ELEMENTS = 1 << 15
+ENGINES = ('auto', 'taps', 'unfold')
+ENGINE = 'auto'
+TILE_ELEMENTS = 1 << 18
+UNFOLD_ELEMENTS = 1 << 26
 
 
 def _geometry(kernels: Tensor) -> Tuple[int, int, int]:
@@ -28,53 +41,105 @@ def _geometry(kernels: Tensor) -> Tuple[int, int, int]:
     return size, height, width
 
 
-def _row_tiles(image: Tensor) -> Tuple[range, int]:
-    """Row starts of the tiles: on CPU about :data:`TILE_ELEMENTS` image values per tile, so that a tile of the
-    image, its padded window and the output stay in cache across all taps; elsewhere one tile."""
-    num, channels, height, width = image.shape
-    rows = max(1, TILE_ELEMENTS // (num * channels * width)) if image.device.type == 'cpu' else height
-    return range(0, height, rows), rows
+def engine_for(tensor: Tensor) -> str:
+    """The engine used for ``tensor``'s device: :data:`ENGINE`, or for ``'auto'`` ``'taps'`` on CPU and ``'unfold'``
+    elsewhere.
+
+    Raises:
+        ValueError: if :data:`ENGINE` is not one of :data:`ENGINES`.
+    """
+    if ENGINE not in ENGINES:
+        raise ValueError(f'fields._taps.ENGINE: expected one of {ENGINES}, got {ENGINE!r}')
+    if ENGINE != 'auto':
+        return ENGINE
+    return 'taps' if tensor.device.type == 'cpu' else 'unfold'
+
+
+def _row_tiles(height: int, values_per_row: int, budget: int) -> List[Tuple[int, int]]:
+    """``(top, bottom)`` row ranges of about ``budget`` values each (at least one row)."""
+    rows = max(1, budget // values_per_row)
+    return [(top, min(top + rows, height)) for top in range(0, height, rows)]
+
+
+def _windows(padded: Tensor, size: int, top: int, bottom: int, width: int) -> List[Tensor]:
+    """The ``K*K`` shifted windows of output rows ``[top, bottom)``, in tap order: views (N, C, rows, W) of
+    ``padded[:, :, top + i:bottom + i, j:j + W]``, made from one strided view."""
+    num, channels = padded.shape[:2]
+    stride_n, stride_c, stride_h, stride_w = padded.stride()
+    grid = padded.as_strided((size, size, num, channels, bottom - top, width),
+                             (stride_h, stride_w, stride_n, stride_c, stride_h, stride_w),
+                             padded.storage_offset() + top * stride_h)
+    return [window for row in grid.unbind(0) for window in row.unbind(0)]
+
+
+def _row_windows(padded: Tensor, size: int, row: int, top: int, bottom: int, width: int) -> Tensor:
+    """The ``K`` windows of kernel row ``row`` for output rows ``[top, bottom)`` as one view (N, C, K, rows, W):
+    entry ``[n, c, j, y, x]`` is ``padded[n, c, top + row + y, j + x]``."""
+    num, channels = padded.shape[:2]
+    stride_n, stride_c, stride_h, stride_w = padded.stride()
+    return padded.as_strided((num, channels, size, bottom - top, width),
+                             (stride_n, stride_c, stride_w, stride_h, stride_w),
+                             padded.storage_offset() + (top + row) * stride_h)
+
+
+def _unfold_tile(padded: Tensor, size: int, top: int, bottom: int, width: int) -> Tensor:
+    """``F.unfold`` of the padded rows that output rows ``[top, bottom)`` read: (N, C, K*K, rows, W)."""
+    num, channels = padded.shape[:2]
+    columns = F.unfold(padded[:, :, top:bottom + size - 1], size)
+    return columns.view(num, channels, size * size, bottom - top, width)
 
 
 def _gather(padded: Tensor, kernels: Tensor) -> Tensor:
     size, height, width = _geometry(kernels)
-    out = padded.new_zeros(padded.shape[:2] + (height, width))
-    starts, rows = _row_tiles(out)
-    for top in starts:
-        bottom = min(top + rows, height)
-        tile, tile_kernels = out[:, :, top:bottom], kernels[:, :, top:bottom]
-        for tap in range(size * size):
-            i, j = divmod(tap, size)
-            tile.addcmul_(tile_kernels[:, tap:tap + 1], padded[:, :, top + i:bottom + i, j:j + width])
+    num, channels = padded.shape[:2]
+    out = padded.new_zeros((num, channels, height, width))
+    if engine_for(padded) == 'unfold':
+        for top, bottom in _row_tiles(height, 2 * num * channels * size * size * width, UNFOLD_ELEMENTS):
+            columns = _unfold_tile(padded, size, top, bottom, width)
+            out[:, :, top:bottom] = (columns * kernels[:, None, :, top:bottom]).sum(2)
+        return out
+    for top, bottom in _row_tiles(height, num * channels * width, TILE_ELEMENTS):
+        tile = out[:, :, top:bottom]
+        tap_kernels = kernels[:, :, top:bottom].unsqueeze(2).unbind(1)
+        for tap_kernel, window in zip(tap_kernels, _windows(padded, size, top, bottom, width)):
+            tile.addcmul_(tap_kernel, window)
     return out
 
 
 def _scatter(values: Tensor, kernels: Tensor) -> Tensor:
     size, height, width = _geometry(kernels)
-    padded = values.new_zeros(values.shape[:2] + (height + size - 1, width + size - 1))
-    starts, rows = _row_tiles(values)
-    for top in starts:
-        bottom = min(top + rows, height)
-        tile, tile_kernels = values[:, :, top:bottom], kernels[:, :, top:bottom]
-        for tap in range(size * size):
-            i, j = divmod(tap, size)
-            padded[:, :, top + i:bottom + i, j:j + width].addcmul_(tile_kernels[:, tap:tap + 1], tile)
+    num, channels = values.shape[:2]
+    padded = values.new_zeros((num, channels, height + size - 1, width + size - 1))
+    if engine_for(values) == 'unfold':
+        for top, bottom in _row_tiles(height, 2 * num * channels * size * size * width, UNFOLD_ELEMENTS):
+            columns = kernels[:, None, :, top:bottom] * values[:, :, None, top:bottom]
+            padded[:, :, top:bottom + size - 1] += F.fold(
+                columns.reshape(num, channels * size * size, -1), (bottom - top + size - 1, width + size - 1), size)
+        return padded
+    for top, bottom in _row_tiles(height, num * channels * width, TILE_ELEMENTS):
+        tile = values[:, :, top:bottom]
+        tap_kernels = kernels[:, :, top:bottom].unsqueeze(2).unbind(1)
+        for tap_kernel, window in zip(tap_kernels, _windows(padded, size, top, bottom, width)):
+            window.addcmul_(tap_kernel, tile)
     return padded
 
 
 def _correlate(values: Tensor, padded: Tensor, size: int) -> Tensor:
-    height, width = values.shape[-2:]
-    out = values.new_empty((values.shape[0], size * size, height, width))
-    starts, rows = _row_tiles(values)
-    for top in starts:
-        bottom = min(top + rows, height)
-        tile, tile_out = values[:, :, top:bottom], out[:, :, top:bottom]
-        for tap in range(size * size):
-            i, j = divmod(tap, size)
-            window = padded[:, :, top + i:bottom + i, j:j + width]
-            torch.mul(tile[:, 0], window[:, 0], out=tile_out[:, tap])
-            for c in range(1, values.shape[1]):
-                tile_out[:, tap].addcmul_(tile[:, c], window[:, c])
+    num, channels, height, width = values.shape
+    out = values.new_empty((num, size * size, height, width))
+    if engine_for(values) == 'unfold':
+        for top, bottom in _row_tiles(height, 2 * num * channels * size * size * width, UNFOLD_ELEMENTS):
+            columns = _unfold_tile(padded, size, top, bottom, width)
+            out[:, :, top:bottom] = (columns * values[:, :, None, top:bottom]).sum(1)
+        return out
+    for top, bottom in _row_tiles(height, num * size * width, TILE_ELEMENTS):
+        tile = values[:, :, top:bottom].unsqueeze(2)
+        for row in range(size):
+            slab = out[:, row * size:(row + 1) * size, top:bottom]
+            windows = _row_windows(padded, size, row, top, bottom, width)
+            torch.mul(tile[:, 0], windows[:, 0], out=slab)
+            for c in range(1, channels):
+                slab.addcmul_(tile[:, c], windows[:, c])
     return out
 
 

@@ -6,18 +6,22 @@ the mixing weights are non-negative and sum to 1 over ``b`` (softmax in the pape
 
 Two exact evaluations, picked by a flop estimate (``method='auto'``):
 - ``'direct'``: one grouped convolution per basis kernel, accumulated in the image domain (memory ``O(N*C*H*W)``).
-- ``'fft'``: one FFT of the padded image, products with the ``B`` kernel spectra, inverse FFTs in chunks of ``b``.
-  Mixing happens after filtering, so the forward needs one inverse FFT per ``b``; the adjoint
-  ``A^T y = sum_b basis_b (*) (mixing_b y)`` sums its ``B`` terms in the frequency domain and inverts once.
+- ``'fft'``: one FFT of the padded image, then for one basis kernel and one channel at a time the product of the
+  spectra and its inverse FFT, accumulated into the output with its mixing map, in reused one-plane buffers (a custom
+  autograd function whose backward recomputes the filtered images instead of keeping ``B`` of them). Memory is the
+  image spectrum plus a few ``N`` FFT planes, not ``B * C`` of them. Mixing happens after filtering, so the forward
+  needs one inverse FFT per ``b`` and channel; the adjoint ``A^T y = sum_b basis_b (*) (mixing_b y)`` sums its ``B``
+  terms in the frequency domain and inverts once.
 The FFT size is the padded size rounded up to a 5-smooth length; it is at least ``H + K - 1`` so no circular wrap
 reaches the output.
 """
 import math
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ._common import (check_kernel_size, check_normalized, check_points, check_sample_image, check_tensor, pad_image,
                       unpad_adjoint)
@@ -25,7 +29,6 @@ from .base import BlurField
 from .kernel_field import KernelField, resize_taps
 
 METHODS = ('auto', 'fft', 'direct')
-_CHUNK_ELEMENTS = 1 << 24
 
 
 def fast_fft_length(size: int) -> int:
@@ -54,6 +57,75 @@ def choose_method(height: int, width: int, kernel_size: int, num_basis: int) -> 
     area = padded_h * padded_w
     fft_cost = (num_basis + 1) * 3 * math.log2(area) * area / (height * width)
     return 'fft' if num_basis * kernel_size * kernel_size > fft_cost else 'direct'
+
+
+def _fft_size(height: int, width: int) -> Tuple[int, int]:
+    return fast_fft_length(height), fast_fft_length(width)
+
+
+class _FFTBasisBlur(torch.autograd.Function):
+    """``out = sum_b mixing_b * (basis_b correlated with xp)``, one basis kernel and one channel at a time in the
+    frequency domain, in reused one-plane buffers.
+
+    Shapes: padded (N, C, H+K-1, W+K-1), basis (N, B, K, K), mixing (N, B, H, W) -> (N, C, H, W). With ``X``, ``S_b``,
+    ``G_b`` the zero-padded spectra of ``xp``, ``basis_b`` and ``mixing_b * grad``, the backward is
+    ``grad_xp = F^-1(sum_b G_b S_b)``, ``grad_basis_b = F^-1(sum_c X conj(G_b))[:K, :K]`` and
+    ``grad_mixing_b = sum_c grad * F^-1(X conj(S_b))`` (no circular wrap: the FFT size is at least ``H + K - 1``).
+    """
+
+    @staticmethod
+    def forward(ctx, padded: Tensor, basis: Tensor, mixing: Tensor) -> Tensor:
+        ctx.save_for_backward(padded, basis, mixing)
+        num, channels = padded.shape[:2]
+        height, width = mixing.shape[2:]
+        fft_size = _fft_size(*padded.shape[2:])
+        spectrum = torch.fft.rfft2(padded, s=fft_size)
+        product, filtered = torch.empty_like(spectrum[:, :1]), padded.new_empty((num, 1) + fft_size)
+        out = padded.new_zeros((num, channels, height, width))
+        for b in range(basis.shape[1]):
+            basis_spectrum = torch.fft.rfft2(basis[:, b, None], s=fft_size).conj_physical_()
+            for c in range(channels):
+                torch.mul(spectrum[:, c:c + 1], basis_spectrum, out=product)
+                torch.fft.irfft2(product, s=fft_size, out=filtered)
+                out[:, c:c + 1].addcmul_(mixing[:, b, None], filtered[..., :height, :width])
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        padded, basis, mixing = ctx.saved_tensors
+        need_padded, need_basis, need_mixing = ctx.needs_input_grad
+        num, channels = padded.shape[:2]
+        height, width = mixing.shape[2:]
+        size = basis.shape[-1]
+        fft_size = _fft_size(*padded.shape[2:])
+        spectrum = torch.fft.rfft2(padded, s=fft_size)
+        product, filtered = torch.empty_like(spectrum[:, :1]), padded.new_empty((num, 1) + fft_size)
+        weighted, correlation = grad.new_empty((num, 1, height, width)), torch.empty_like(product)
+        total = torch.zeros_like(spectrum) if need_padded else None
+        grad_basis = basis.new_empty(basis.shape) if need_basis else None
+        grad_mixing = mixing.new_zeros(mixing.shape) if need_mixing else None
+        for b in range(basis.shape[1]):
+            basis_spectrum = torch.fft.rfft2(basis[:, b, None], s=fft_size)
+            correlation.zero_()
+            for c in range(channels):
+                if need_padded or need_basis:
+                    torch.mul(grad[:, c:c + 1], mixing[:, b, None], out=weighted)
+                    weighted_spectrum = torch.fft.rfft2(weighted, s=fft_size)
+                    if need_padded:
+                        total[:, c:c + 1].addcmul_(weighted_spectrum, basis_spectrum)
+                    if need_basis:
+                        correlation.addcmul_(spectrum[:, c:c + 1], weighted_spectrum.conj())
+                if need_mixing:
+                    torch.mul(spectrum[:, c:c + 1], basis_spectrum.conj(), out=product)
+                    torch.fft.irfft2(product, s=fft_size, out=filtered)
+                    grad_mixing[:, b:b + 1].addcmul_(grad[:, c:c + 1], filtered[..., :height, :width])
+            if need_basis:
+                grad_basis[:, b] = torch.fft.irfft2(correlation[:, 0], s=fft_size)[:, :size, :size]
+        grad_padded = None
+        if need_padded:
+            grad_padded = torch.fft.irfft2(total, s=fft_size)[..., :padded.shape[2], :padded.shape[3]]
+        return grad_padded, grad_basis, grad_mixing
 
 
 class BasisField(BlurField):
@@ -103,32 +175,20 @@ class BasisField(BlurField):
             return choose_method(self.height, self.width, self.kernel_size, self.num_basis)
         return method
 
-    def _spectra(self, fft_size) -> Tensor:
-        """Zero-padded basis spectra: (N, B, Hf, Wf // 2 + 1) complex."""
-        return torch.fft.rfft2(self.basis, s=fft_size)
-
     def blur(self, sharp: Tensor, method: str = 'auto') -> Tensor:
         """Blurs ``sharp`` (N, C, H, W) -> (N, C, H, W); ``method`` in ``('auto', 'fft', 'direct')``."""
         method = self._prepare('sharp', sharp, method)
         padded = pad_image(sharp, self.kernel_size // 2, self.padding)
         num, channels, height, width = sharp.shape
-        out = sharp.new_zeros(sharp.shape)
         if method == 'direct':
+            out = sharp.new_zeros(sharp.shape)
             stacked = padded.reshape(1, num * channels, *padded.shape[2:])
             for b in range(self.num_basis):
                 weight = self.basis[:, b, None, None].expand(num, channels, 1, -1, -1).flatten(0, 1)
                 filtered = F.conv2d(stacked, weight, groups=num * channels).view(num, channels, height, width)
                 out = out + self.mixing[:, b, None] * filtered
             return out
-        fft_size = (fast_fft_length(padded.shape[2]), fast_fft_length(padded.shape[3]))
-        image_spectrum = torch.fft.rfft2(padded, s=fft_size)
-        basis_spectra = self._spectra(fft_size).conj()
-        chunk = max(1, _CHUNK_ELEMENTS // (num * channels * fft_size[0] * fft_size[1]))
-        for start in range(0, self.num_basis, chunk):
-            spectra = image_spectrum[:, None] * basis_spectra[:, start:start + chunk, None]
-            filtered = torch.fft.irfft2(spectra, s=fft_size)[..., :height, :width]
-            out = out + (self.mixing[:, start:start + chunk, None] * filtered).sum(1)
-        return out
+        return _FFTBasisBlur.apply(padded, self.basis, self.mixing)
 
     def adjoint(self, image: Tensor, method: str = 'auto') -> Tensor:
         """Exact transpose of :meth:`blur`: (N, C, H, W) -> (N, C, H, W); ``method`` as in :meth:`blur`."""
@@ -143,14 +203,11 @@ class BasisField(BlurField):
                 weighted = (self.mixing[:, b, None] * image).reshape(1, num * channels, height, width)
                 padded = padded + F.conv_transpose2d(weighted, weight, groups=num * channels)
             return unpad_adjoint(padded.view(num, channels, *padded_size), radius, self.padding)
-        fft_size = (fast_fft_length(padded_size[0]), fast_fft_length(padded_size[1]))
-        basis_spectra = self._spectra(fft_size)
-        total = None
-        chunk = max(1, _CHUNK_ELEMENTS // (num * channels * fft_size[0] * fft_size[1]))
-        for start in range(0, self.num_basis, chunk):
-            weighted = self.mixing[:, start:start + chunk, None] * image[:, None]
-            term = (torch.fft.rfft2(weighted, s=fft_size) * basis_spectra[:, start:start + chunk, None]).sum(1)
-            total = term if total is None else total + term
+        fft_size = _fft_size(*padded_size)
+        total = 0
+        for b in range(self.num_basis):
+            weighted = torch.fft.rfft2(self.mixing[:, b, None] * image, s=fft_size)
+            total = total + weighted * torch.fft.rfft2(self.basis[:, b, None], s=fft_size)
         padded = torch.fft.irfft2(total, s=fft_size)[..., :padded_size[0], :padded_size[1]]
         return unpad_adjoint(padded, radius, self.padding)
 

@@ -86,8 +86,8 @@ def deform_conv2d_torch(input: Tensor,
     sh, sw = _pair('stride', stride, 1)
     ph, pw = _pair('padding', padding, 0)
     dh, dw = _pair('dilation', dilation, 1)
-    num, in_channels, height, width = input.shape
-    out_channels, group_channels, kh, kw = weight.shape
+    num, in_channels, height, width = (int(value) for value in input.shape)  # ints under jit tracing
+    out_channels, group_channels, kh, kw = (int(value) for value in weight.shape)
     if group_channels < 1 or in_channels % group_channels or out_channels % (in_channels // group_channels):
         raise ValueError(f'weight: expected (C_out, C_in / groups, kh, kw) with groups dividing C_in={in_channels} '
                          f'and C_out, got {tuple(weight.shape)}')
@@ -97,7 +97,7 @@ def deform_conv2d_torch(input: Tensor,
         raise ValueError(f'input: expected an image large enough for a {kh}x{kw} kernel with padding {(ph, pw)} '
                          f'and dilation {(dh, dw)}, got {height}x{width}')
     taps = kh * kw
-    offset_groups = offset.shape[1] // (2 * taps)
+    offset_groups = int(offset.shape[1]) // (2 * taps)
     if (offset.shape[0] != num or offset.shape[1] != 2 * taps * offset_groups or offset_groups < 1
             or in_channels % offset_groups or offset.shape[2:] != (out_h, out_w)):
         raise ValueError(f'offset: expected ({num}, 2 * G * {taps}, {out_h}, {out_w}) with G dividing '

@@ -174,9 +174,9 @@ class OffsetField(BlurField):
         rows = torch.arange(self.height, dtype=self.dtype, device=self.device)[:, None] * scale_y - 1
         padding = _GRID_SAMPLE_PADDING[self.padding]
         out = None
-        for step in range(self.num_steps):
-            shift_x, shift_y = self.offsets[:, step, 0] * scale_x, self.offsets[:, step, 1] * scale_y
-            grid = torch.stack((cols + shift_x, rows + shift_y), -1)
+        for step_offsets in self.offsets.unbind(1):  # unbind: one stacked gradient, not T full-size index backwards
+            step_x, step_y = step_offsets.unbind(1)
+            grid = torch.stack((cols + step_x * scale_x, rows + step_y * scale_y), -1)
             warped = F.grid_sample(sharp, grid, mode='bilinear', padding_mode=padding, align_corners=True)
             out = warped if out is None else out.add_(warped)
         return out.div_(self.num_steps)

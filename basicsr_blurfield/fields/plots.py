@@ -3,7 +3,7 @@
 Both return ``uint8`` RGB arrays ``(H, W, 3)`` the size of the photo, ready for ``cv2.imwrite`` (after RGB -> BGR)
 or ``imageio``. Kernels are scaled by their maximum so faint long kernels stay visible.
 """
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -61,8 +61,9 @@ def draw_kernel_grid(image: ImageLike,
                      field: BlurField,
                      step: int = 32,
                      index: int = 0,
-                     color: Tuple[int, int, int] = (255, 230, 40)) -> np.ndarray:
-    """Draws the field's kernels on a grid of pixels, each enlarged to a ``(step - 2)``-pixel square.
+                     color: Tuple[int, int, int] = (255, 230, 40),
+                     cell: Optional[int] = None) -> np.ndarray:
+    """Draws the field's kernels on a grid of pixels, each resized to a ``cell``-pixel square (``step - 2``).
 
     Args:
         image (Tensor | ndarray): the photo, see :func:`to_uint8_rgb`; H x W like the field.
@@ -70,6 +71,8 @@ def draw_kernel_grid(image: ImageLike,
         step (int): grid spacing in pixels; a kernel is drawn centred on every grid pixel. Default: 32.
         index (int): which sample of the field's batch. Default: 0.
         color (tuple[int, int, int]): RGB of a kernel's maximum.
+        cell (int, optional): side of each drawn kernel square, in [1, step]; smaller leaves the photo visible
+            between the kernels. Default: None (``step - 2``).
 
     Returns:
         ndarray: uint8 (H, W, 3), the photo darkened under each kernel square with the kernel drawn in ``color``.
@@ -79,7 +82,10 @@ def draw_kernel_grid(image: ImageLike,
     points = _grid_points(field, step, index)
     kernels = field.kernels_at(points.to(field.device)).detach().float().cpu()
     kernels = kernels / kernels.flatten(1).max(1).values.clamp_min(1e-12)[:, None, None]
-    cell = step - 2
+    if cell is None:
+        cell = step - 2
+    elif not isinstance(cell, int) or not 1 <= cell <= step:
+        raise ValueError(f'cell: expected an int in [1, step={step}], got {cell!r}')
     tiles = F.interpolate(kernels[:, None], size=(cell, cell), mode='nearest')[:, 0].numpy()
     out = photo.astype(np.float32)
     tint = np.asarray(color, dtype=np.float32)

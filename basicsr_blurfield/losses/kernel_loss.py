@@ -1,12 +1,13 @@
 """Kernel loss, eq. (4) of Carbajal et al.: L = sum_p w_p || k_p - k_p^GT ||_p over pixels p.
 
 ``k_p`` is the predicted per-pixel kernel (for a basis field ``sum_b m_b[p] k^b``, eq. (2)) and ``k_p^GT`` the
-ground-truth one, both in gather form; the pixel weights ``w_p`` are the dataset's (inverse segment size, §3.3).
-The norm order switches from 2 to 1 at a given iteration, the paper's schedule (§3.4: L2 for a first approximation,
-then the sharper L1). Per-pixel kernels are never all expanded at once: they are read through the field's
-``kernels_at`` in tiles of pixels (each tile recomputed in the backward pass, so memory is one tile of K*K
-kernels), optionally on a random subset of pixels per image. The reduction is the lead's
-:func:`~basicsr_blurfield.losses.reblur_loss.weighted_distance` (weighted mean ``sum(w d) / sum(w)``).
+ground-truth one, both in gather form; the pixel weights ``w_p`` are the dataset's (inverse segment size, §3.3). The
+norm order switches from 2 to 1 at a given iteration, the paper's schedule (§3.4: L2 for a first approximation, then
+the sharper L1). :func:`observable_weight` gives pixel weights that keep the loss where blur is observable (textured
+windows of the sharp image: a flat window re-blurs the same under any kernel). Per-pixel kernels are never all expanded
+at once: they are read through the field's ``kernels_at`` in tiles of pixels (each tile recomputed in the backward
+pass, so memory is one tile of K*K kernels), optionally on a random subset of pixels per image. The reduction is the
+lead's :func:`~basicsr_blurfield.losses.reblur_loss.weighted_distance` (weighted mean ``sum(w d) / sum(w)``).
 
 Reference: Carbajal et al., eq. (4), §3.4. Written from the paper.
 """
@@ -18,12 +19,62 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from basicsr.utils.registry import LOSS_REGISTRY
+from basicsr_blurfield.fields import BasisField
 from basicsr_blurfield.losses.reblur_loss import weighted_distance
 
-__all__ = ['KernelLoss', 'field_size', 'kernel_distance']
+__all__ = [
+    'KernelLoss', 'constant_field', 'field_size', 'kernel_distance', 'mean_kernel', 'observable_weight', 'textured_mask'
+]
 
 _ORDERS = (1, 2)
 _REDUCTIONS = ('none', 'mean', 'sum')
+
+
+def textured_mask(sharp: torch.Tensor, kernel_size: int, threshold: float = 0.02) -> torch.Tensor:
+    """Pixels where blur is observable: the mean squared grey gradient over the K x K window is >= ``threshold**2``.
+
+    Args:
+        sharp (Tensor): (N, C, H, W) in [0, 1].
+        kernel_size (int): K, the window side (odd).
+        threshold (float): gradient magnitude, image units per pixel. Default: 0.02.
+
+    Returns:
+        Tensor: (N, 1, H, W) bool.
+    """
+    if sharp.dim() != 4:
+        raise ValueError(f'sharp: expected (N, C, H, W), got {tuple(sharp.shape)}')
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f'kernel_size: expected a positive odd int, got {kernel_size}')
+    grey = sharp.mean(1, keepdim=True)
+    gx = F.pad(grey[..., :, 1:] - grey[..., :, :-1], (0, 1, 0, 0))
+    gy = F.pad(grey[..., 1:, :] - grey[..., :-1, :], (0, 0, 0, 1))
+    energy = F.avg_pool2d(F.pad(gx * gx + gy * gy, (kernel_size // 2, ) * 4, mode='replicate'), kernel_size, 1)
+    return energy >= threshold * threshold
+
+
+def observable_weight(sharp: torch.Tensor, kernel_size: int, threshold: float = 0.02,
+                      floor: float = 0.05) -> torch.Tensor:
+    """Kernel-loss pixel weights: 1 on :func:`textured_mask` pixels, ``floor`` elsewhere (so no batch is all zero).
+
+    Returns:
+        Tensor: (N, 1, H, W) float, in ``{floor, 1}``.
+    """
+    if not 0 <= floor <= 1:
+        raise ValueError(f'floor: expected a weight in [0, 1], got {floor}')
+    return textured_mask(sharp, kernel_size, threshold).to(sharp.dtype) * (1 - floor) + floor
+
+
+def constant_field(kernel: torch.Tensor, height: int, width: int) -> BasisField:
+    """The uniform field of one (K, K) kernel (non-negative, sum 1) on an H x W image, as a one-kernel basis."""
+    return BasisField(kernel[None, None].float(), torch.ones(1, 1, height, width), check=False)
+
+
+def mean_kernel(field) -> torch.Tensor:
+    """Mean per-pixel kernel (K, K) of a batch-1 field (basis fields exactly, others through ``dense``)."""
+    if isinstance(field, BasisField):
+        return torch.einsum('b,bij->ij', field.mixing[0].mean((1, 2)), field.basis[0])
+    dense = field.dense()
+    return dense.kernels[0].mean((1, 2)).view(dense.kernel_size, dense.kernel_size)
 
 
 def field_size(field) -> tuple:

@@ -13,6 +13,7 @@ Our per-pixel blur (``fields/_taps.py``) is counted exactly: ``TapGather`` and `
 mmengine is imported inside the functions, so importing this module (which the package does at start-up) is cheap.
 """
 import copy
+from collections import Counter
 from typing import Any, Union
 
 import torch
@@ -47,7 +48,14 @@ def _tap_correlate_macs(inputs: list, outputs: list) -> int:
     return _numel(_shape(outputs[0])) * int(_shape(inputs[0])[1])
 
 
+def _mkldnn_conv_macs(inputs: list, outputs: list) -> Counter:
+    """mkldnn_convolution(x, w (C_out, C_in / groups, kh, kw), ...): one MAC per output and weight of its filter
+    (the oneDNN 1x1 path of NAFNet's pointwise convs, counted as the ``nn.Conv2d`` it replaces)."""
+    return Counter({'conv': _numel(_shape(outputs[0])) * _numel(_shape(inputs[1])[1:])})
+
+
 CUSTOM_OP_HANDLES = {
+    'aten::mkldnn_convolution': _mkldnn_conv_macs,
     'prim::PythonOp.TapGather': _tap_gather_macs,
     'prim::PythonOp.TapScatter': _tap_scatter_macs,
     'prim::PythonOp.TapCorrelate': _tap_correlate_macs,

@@ -6,6 +6,7 @@ clipping, frozen auxiliary networks (``network_<role>`` + ``pretrain_network_<ro
 checkpoints, and atomic checkpoint / training-state writes (temporary name, then rename), so an interrupted run never
 leaves a truncated ``.pth`` or ``.state`` that ``--auto_resume`` would pick up.
 """
+import logging
 import os
 from collections import OrderedDict
 from typing import Iterable
@@ -20,6 +21,21 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr_blurfield.atomic import torch_save
 
+
+def log_to_file(message: str) -> None:
+    """Writes ``message`` (INFO) to the root logger's log file only, not to the console; dropped without a log file.
+
+    For the long dumps BasicSR prints before the first step (environment, options, network structures): the console
+    stays readable and the log file keeps everything.
+    """
+    logger = get_root_logger()
+    handlers = [handler for handler in logger.handlers if isinstance(handler, logging.FileHandler)]
+    if handlers:
+        record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, None, None)
+        for handler in handlers:
+            handler.handle(record)
+
+
 _OPTIMIZERS = {'Adam': torch.optim.Adam, 'AdamW': torch.optim.AdamW, 'SGD': torch.optim.SGD}
 _COSINE = ('TrueCosineAnnealingLR', 'CosineAnnealingLR')
 _BASICSR_SCHEDULERS = {
@@ -32,10 +48,24 @@ _BASICSR_SCHEDULERS = {
 class BlurFieldBaseModel(BaseModel):
     """BasicSR ``BaseModel`` plus optimizers, schedulers, clipping, frozen nets and atomic saving.
 
+    Every network built by :meth:`build_generator` or :meth:`build_auxiliary_network` is saved by :meth:`save` as
+    ``net_<role>_<iter>.pth`` (with the EMA copy of ``net_g`` under ``params_ema``), which is the file BasicSR's
+    resume loads for each ``network_<role>`` option, so a resumed run gets back every trained or loaded network.
+
     Option keys (under ``train``): ``optim_<net>: {type: Adam|AdamW|SGD, lr, ...}``, ``scheduler: {type: ...}`` with
-    BasicSR's types or ``TrueCosineAnnealingLR`` / ``CosineAnnealingLR`` (``T_max``, ``eta_min``),
+    BasicSR's types, ``TrueCosineAnnealingLR`` / ``CosineAnnealingLR`` (``T_max``, ``eta_min``) or torch's
+    ``LinearLR`` (``start_factor``, ``end_factor``, ``total_iters``; Motion-ETR's linear decay),
     ``use_grad_clip`` (bool) and ``grad_clip_norm`` (float, default 0.01 as published for NAFNet/UFPNet).
+
+    ``option_keys`` lists the keys this class reads beyond BasicSR's; subclasses that declare their own get these
+    too, and the options are checked before anything is built (:mod:`basicsr_blurfield.option_check`).
     """
+
+    option_keys = {'train': ('use_grad_clip', 'grad_clip_norm')}
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.networks = {}  # role ('g', 'k', ...) -> network, for every network built (saved and resumed together)
 
     def get_optimizer(self, optim_type: str, params, lr: float, **kwargs):
         if optim_type not in _OPTIMIZERS:
@@ -51,11 +81,13 @@ class BlurFieldBaseModel(BaseModel):
         for optimizer in self.optimizers:
             if scheduler_type in _COSINE:
                 scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, **scheduler_opt)
+            elif scheduler_type == 'LinearLR':
+                scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, **scheduler_opt)
             elif scheduler_type in _BASICSR_SCHEDULERS:
                 scheduler = _BASICSR_SCHEDULERS[scheduler_type](optimizer, **scheduler_opt)
             else:
                 raise ValueError(f'Unsupported scheduler type: {scheduler_type}. Supported ones are: '
-                                 f'{list(_BASICSR_SCHEDULERS) + list(_COSINE)}')
+                                 f'{list(_BASICSR_SCHEDULERS) + list(_COSINE) + ["LinearLR"]}')
             self.schedulers.append(scheduler)
 
     def clip_gradients(self, parameters: Iterable[nn.Parameter]) -> None:
@@ -84,6 +116,7 @@ class BlurFieldBaseModel(BaseModel):
         """Builds ``network_g`` on this model's device (DDP-wrapped when distributed), logs it and loads
         ``path.pretrain_network_g`` (with ``strict_load_g``, ``param_key_g``) when given."""
         net = self.model_to_device(build_network(self.opt['network_g']))
+        self.networks['g'] = net
         self.print_network(net)
         load_path = self.opt['path'].get('pretrain_network_g')
         if load_path is not None:
@@ -121,9 +154,45 @@ class BlurFieldBaseModel(BaseModel):
             net.eval()
         else:
             net = self.model_to_device(net)
+        self.networks[role] = net
         return net
 
+    def print_network(self, net) -> None:
+        """Logs the network's class and parameter count; its full structure goes to the log file only."""
+        bare = self.get_bare_model(net)
+        wrapper = f'{type(net).__name__} - ' if bare is not net else ''
+        count = sum(param.numel() for param in bare.parameters())
+        get_root_logger().info(f'Network: {wrapper}{type(bare).__name__}, with parameters: {count:,d}')
+        log_to_file(str(bare))
+
+    def model_ema(self, decay: float = 0.999) -> None:
+        """``net_g_ema = decay * net_g_ema + (1 - decay) * net_g`` over the parameters; buffers (batch-norm
+        statistics, flow normalisers) are copied, so the EMA network follows them (BasicSR averages parameters only
+        and leaves the EMA copy's buffers at their initial values)."""
+        net_g = self.get_bare_model(self.net_g)
+        ema_params = dict(self.net_g_ema.named_parameters())
+        for name, param in net_g.named_parameters():
+            ema_params[name].data.mul_(decay).add_(param.data, alpha=1 - decay)
+        ema_buffers = dict(self.net_g_ema.named_buffers())
+        for name, buffer in net_g.named_buffers():
+            ema_buffers[name].data.copy_(buffer.data)
+
+    def save(self, epoch, current_iter):
+        """Saves every network of :attr:`networks` (``net_g`` with its EMA copy when there is one) and the
+        training state."""
+        for role, net in self.networks.items():
+            if role == 'g' and hasattr(self, 'net_g_ema'):
+                self.save_network([net, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
+            else:
+                self.save_network(net, f'net_{role}', current_iter)
+        self.save_training_state(epoch, current_iter)
+
     def load_network(self, net, load_path, strict=True, param_key='params'):
+        bare = self.get_bare_model(net)
+        if os.path.isdir(load_path) and hasattr(bare, 'load_checkpoint_folder'):  # e.g. DMPHN's six .pkl files
+            get_root_logger().info(f'Loading {type(bare).__name__} model from the folder {load_path}.')
+            bare.load_checkpoint_folder(load_path, strict=strict)
+            return
         if not os.path.isfile(load_path):
             raise FileNotFoundError(f'pretrained network not found: {load_path!r} (check the path.pretrain_network_* '
                                     'option)')

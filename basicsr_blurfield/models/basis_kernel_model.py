@@ -4,7 +4,9 @@ The network (``network_g``, e.g. :class:`~basicsr_blurfield.archs.basis_kernel_a
 blurry image ``lq`` to a blur field. The losses compare ``field.blur(gt)`` with ``lq`` (``train.reblur_opt``, e.g.
 ``ReblurLoss`` with ``criterion: l2``) and, when the batch carries its ground-truth field (``SyntheticBlurDataset``,
 rebuilt with ``field_from_batch``), the per-pixel kernels with the true ones (``train.kernel_opt``, ``KernelLoss``
-with its L2 -> L1 switch), both weighted per pixel by the dataset's ``weight`` (inverse region area, §3.3).
+with its L2 -> L1 switch), both weighted per pixel by the dataset's ``weight`` (inverse region area, §3.3). With
+``train.observable_threshold`` the kernel loss's weights are also multiplied by
+:func:`~basicsr_blurfield.losses.kernel_loss.observable_weight` of the sharp image (loss where blur is observable).
 
 Validation reports (keys of ``val.metrics``, any subset, each with ``better: higher|lower``):
 ``reblur_psnr`` (PSNR of ``field.blur(gt)`` against ``lq``), ``identity_psnr`` (the same for the identity field,
@@ -25,7 +27,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.data.synthetic_blur_dataset import field_from_batch
 from basicsr_blurfield.fields import draw_kernel_grid
-from basicsr_blurfield.losses.kernel_loss import KernelLoss
+from basicsr_blurfield.losses.kernel_loss import KernelLoss, observable_weight
 from basicsr_blurfield.losses.reblur_loss import reblur_psnr
 from basicsr_blurfield.models.base import BlurFieldBaseModel
 
@@ -41,6 +43,8 @@ class BasisKernelModel(BlurFieldBaseModel):
     among ``reblur_psnr``, ``identity_psnr``, ``kernel_error``; ``val.kernel_grid_step`` (pixels between drawn
     kernels when ``save_img``, default 32). ``manual_seed`` also seeds the kernel loss's pixel sampling.
     """
+
+    option_keys = {'train': ('reblur_opt', 'kernel_opt', 'observable_threshold'), 'val': ('kernel_grid_step',)}
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -61,6 +65,8 @@ class BasisKernelModel(BlurFieldBaseModel):
         if self.cri_reblur is None and self.cri_kernel is None:
             raise ValueError('BasisKernelModel needs train.reblur_opt and/or train.kernel_opt; both are missing')
         self.sample_generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0))
+        threshold = train_opt.get('observable_threshold')
+        self.observable_threshold = None if threshold is None else float(threshold)
         self.setup_optimizer_g(self.net_g)
 
     def feed_data(self, data):
@@ -83,8 +89,14 @@ class BasisKernelModel(BlurFieldBaseModel):
             if self.gt_field is None:
                 raise ValueError('train.kernel_opt needs ground-truth fields: expected a dataset with field_basis / '
                                  'field_offsets (SyntheticBlurDataset)')
-            loss_dict['l_kernel'] = self.cri_kernel(field, self.gt_field, self.weight, current_iter,
-                                                    self.sample_generator)
+            weight = self.weight
+            if getattr(self, 'observable_threshold', None) is not None:
+                if self.gt is None:
+                    raise ValueError('train.observable_threshold needs the sharp image: expected a dataset with gt')
+                window = getattr(self.gt_field, 'kernel_size', None) or self.gt_field.auto_kernel_size()
+                observable = observable_weight(self.gt, window, self.observable_threshold)
+                weight = observable if weight is None else weight * observable
+            loss_dict['l_kernel'] = self.cri_kernel(field, self.gt_field, weight, current_iter, self.sample_generator)
             total = total + loss_dict['l_kernel']
         return total, loss_dict
 

@@ -58,6 +58,12 @@ class DeblurModel(BlurFieldBaseModel):
     ``train.optim_g``, ``train.scheduler``; ``val.metrics`` as in BasicSR.
     """
 
+    option_keys = {
+        '': ('pad_to_multiple', 'network_k'),
+        'train': ('pixel_opt', 'reblur_opt', 'ema_decay', 'freeze_network_k'),
+        'path': ('pretrain_network_k', 'strict_load_k', 'param_key_k'),
+    }
+
     def __init__(self, opt):
         super().__init__(opt)
         self.net_g = self.build_generator()
@@ -223,7 +229,16 @@ class DeblurModel(BlurFieldBaseModel):
         suffix = self.opt['val'].get('suffix')
         return osp.join(folder, f'{key}_{suffix}.png' if suffix else f'{key}.png')
 
+    def _log_validation_metric_values(self, current_iter, dataset_name, tb_logger):
+        """BasicSR's validation log with the iteration it scores (``Validation <dataset>, iter <n>``)."""
+        lines = [f'Validation {dataset_name}, iter {current_iter}']
+        for metric, value in self.metric_results.items():
+            best = self.best_metric_results[dataset_name][metric]
+            lines.append(f'\t # {metric}: {value:.4f}\tBest: {best["val"]:.4f} @ {best["iter"]} iter')
+        get_root_logger().info('\n'.join(lines) + '\n')
+        if tb_logger:
+            for metric, value in self.metric_results.items():
+                tb_logger.add_scalar(f'metrics/{dataset_name}/{metric}', value, current_iter)
+
     dist_validation = SRModel.dist_validation
-    _log_validation_metric_values = SRModel._log_validation_metric_values
     get_current_visuals = SRModel.get_current_visuals
-    save = SRModel.save

@@ -4,7 +4,8 @@
 :class:`KernelDataset` with ``train.flow_opt`` (:class:`FlowNLLLoss`); validation reports the mean negative
 log-likelihood in nats per tap (``nll``, lower is better). Optional ``train.dequantize`` adds uniform noise of that
 amplitude to the kernels (renormalised) before the likelihood, which keeps the density of the many exactly-zero taps
-finite.
+finite. Validation scores kernels noised the same way, with noise drawn from a generator re-seeded (``manual_seed``)
+at every validation, so it measures the density that training fits and every validation sees the same kernels.
 
 :func:`fit_flow_prior` is the same fit as a short loop over a fixed pool of generated kernels, used to give the
 stage-II model a prior when no stage-I checkpoint is available (the quickstart).
@@ -85,9 +86,14 @@ class FlowPriorModel(BlurFieldBaseModel):
     Data: ``kernel`` (N, 1, K, K).
     """
 
+    option_keys = {'train': ('flow_opt', 'dequantize')}
+
     def __init__(self, opt):
         super().__init__(opt)
         self.net_g = self.build_generator()
+        self.dequantize = float((self.opt.get('train') or {}).get('dequantize', 0.0))
+        self.val_seed = int(self.opt.get('manual_seed') or 0)
+        self.val_generator = None
         if self.is_train:
             self.init_training_settings()
 
@@ -95,7 +101,6 @@ class FlowPriorModel(BlurFieldBaseModel):
         self.net_g.train()
         train_opt = self.opt['train']
         self.cri_flow = build_loss(train_opt['flow_opt']) if train_opt.get('flow_opt') else FlowNLLLoss()
-        self.dequantize = float(train_opt.get('dequantize', 0.0))
         self.setup_optimizer_g(self.net_g)
 
     def feed_data(self, data):
@@ -112,9 +117,11 @@ class FlowPriorModel(BlurFieldBaseModel):
         self.log_dict = self.reduce_loss_dict(OrderedDict(l_nll=l_nll, nll_per_tap=-log_prob.mean() / prior.num_dims))
 
     def test(self):
+        """Log-likelihood of the current kernels, dequantised like the training ones (noise from
+        ``self.val_generator`` when set, so validations are reproducible)."""
         self.net_g.eval()
         with torch.no_grad():
-            self.log_prob = self.net_g(self.kernel)
+            self.log_prob = self.net_g(dequantize(self.kernel, self.dequantize, self.val_generator))
         self.net_g.train()
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
@@ -126,11 +133,13 @@ class FlowPriorModel(BlurFieldBaseModel):
         self._initialize_best_metric_results(dataset_name)
         total, count = 0.0, 0
         prior = self.get_bare_model(self.net_g)
+        self.val_generator = torch.Generator(device=self.device).manual_seed(self.val_seed)
         for val_data in dataloader:
             self.feed_data(val_data)
             self.test()
             total += float(-self.log_prob.sum()) / prior.num_dims
             count += self.log_prob.numel()
+        self.val_generator = None
         self.metric_results = {'nll': total / max(count, 1)}
         self._update_best_metric_result(dataset_name, 'nll', self.metric_results['nll'], current_iter)
         get_root_logger().info(f'Validation {dataset_name}, iter {current_iter}: nll {self.metric_results["nll"]:.4f} '

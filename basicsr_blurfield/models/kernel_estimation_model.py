@@ -1,10 +1,14 @@
 """Stage II of UFPNet (Fang et al., CVPR 2023, §3.1-3.2): self-supervised uncertain kernel estimation, eq. (4).
 
-``KernelEstimationModel`` trains ``network_g`` (a :class:`FlowKernelEstimator`, flow prior frozen) on pairs
-(sharp x, blurry y) with the re-blur loss ``||blur(x, f_theta[G(y)]) - y||_1`` (``train.reblur_opt``,
-:class:`ReblurLoss`), no ground-truth kernels needed. The prior comes from ``path.pretrain_network_flow`` (a stage-I
-``net_g`` checkpoint, loaded into ``net_g.flow``), from a full stage-II checkpoint (``path.pretrain_network_g``), or
-is fitted in place before training by ``train.prior_fit`` (:func:`fit_flow_prior` options; for the quickstart).
+``KernelEstimationModel`` trains ``network_g`` (a :class:`FlowKernelEstimator`, flow prior frozen) on pairs (sharp x,
+blurry y) with the re-blur loss ``||blur(x, f_theta[G(y)]) - y||_1`` (``train.reblur_opt``, :class:`ReblurLoss`), no
+ground-truth kernels needed. On synthetic data the recipe of ``docs/estimation.md`` adds a supervised per-pixel kernel
+loss against the ground-truth field (``train.kernel_opt``, :class:`KernelLoss`, eq. (4) of Carbajal et al.), optionally
+only where blur is observable (``train.observable_threshold``: pixel weights of
+:func:`~basicsr_blurfield.losses.kernel_loss.observable_weight` on the sharp image; ~ weighs every pixel alike). The
+prior comes from ``path.pretrain_network_flow`` (a stage-I ``net_g`` checkpoint, loaded into ``net_g.flow``), from a
+full stage-II checkpoint (``path.pretrain_network_g``), or is fitted in place before training by ``train.prior_fit``
+(:func:`fit_flow_prior` options; for the quickstart).
 
 Logged per step: ``l_reblur``, the batch's re-blur PSNR (``reblur_psnr``, dB) and, on synthetic data with
 ground-truth fields (:class:`SyntheticBlurDataset`), the mean per-pixel kernel L1 error (``kernel_error``, in [0, 2])
@@ -14,6 +18,7 @@ a PNG (``draw_kernel_grid``) under ``visualization/``.
 """
 import os
 from collections import OrderedDict
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -25,7 +30,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.data.synthetic_blur_dataset import field_from_batch
 from basicsr_blurfield.fields import draw_kernel_grid
-from basicsr_blurfield.losses.kernel_loss import KernelLoss
+from basicsr_blurfield.losses.kernel_loss import KernelLoss, constant_field, mean_kernel, observable_weight
 from basicsr_blurfield.losses.reblur_loss import reblur_psnr
 from basicsr_blurfield.models.base import BlurFieldBaseModel
 from basicsr_blurfield.models.flow_prior_model import fit_flow_prior
@@ -35,12 +40,35 @@ __all__ = ['KernelEstimationModel']
 _GT_FIELD_KEYS = ('field_basis', 'field_offsets')
 
 
-def draw_field_comparison(lq: torch.Tensor, field, gt_field=None, step: int = 16) -> np.ndarray:
-    """Estimated kernels drawn over the blurry image, next to the ground-truth kernels when given (uint8 RGB)."""
-    panels = [draw_kernel_grid(lq[:1], field, step=step)]
-    if gt_field is not None:
-        panels.append(draw_kernel_grid(lq[:1], gt_field, step=step))
-    return np.concatenate(panels, axis=1)
+def _labelled(panel: np.ndarray, label: str) -> np.ndarray:
+    """A white band with ``label`` above an (H, W, 3) uint8 panel."""
+    band = np.full((24, panel.shape[1], 3), 255, np.uint8)
+    cv2.putText(band, label, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([band, panel], 0)
+
+
+def draw_field_comparison(lq: torch.Tensor, field, gt_field=None, step: int = 16, cell: Optional[int] = None,
+                          scale: int = 1, labels: tuple = ('estimate', 'ground truth')) -> np.ndarray:
+    """Estimated kernels drawn over the blurry image, next to the ground-truth kernels when given (uint8 RGB).
+
+    Args:
+        lq (Tensor): (N, C, H, W); the first sample is drawn.
+        field: estimated field; gt_field: optional ground truth (same H, W).
+        step (int): pixels between drawn kernels. cell (int, optional): side of each kernel square (default
+            ``step - 2``; smaller keeps the photo visible). scale (int): nearest-neighbour enlargement of each panel.
+        labels (tuple): titles of the two panels.
+
+    Returns:
+        ndarray: (24 + H * scale, W * scale or 2 W * scale + 8, 3) uint8, each panel titled.
+    """
+    fields = [field] if gt_field is None else [field, gt_field]
+    panels = []
+    for shown, label in zip(fields, labels):
+        panel = draw_kernel_grid(lq[:1], shown, step=step, cell=cell)
+        if scale > 1:
+            panel = np.repeat(np.repeat(panel, scale, 0), scale, 1)
+        panels += [_labelled(panel, label), np.full((panel.shape[0] + 24, 8, 3), 255, np.uint8)]
+    return np.concatenate(panels[:-1], axis=1)
 
 
 @MODEL_REGISTRY.register()
@@ -49,12 +77,21 @@ class KernelEstimationModel(BlurFieldBaseModel):
 
     Options: ``network_g`` (``FlowKernelEstimator``); ``path.pretrain_network_flow`` (+ ``param_key_flow``,
     ``strict_load_flow``) or ``train.prior_fit: {num_iter, batch_size, lr, pool_size, dequantize_amplitude, seed}``;
-    ``train.reblur_opt`` (``ReblurLoss``), ``train.kernel_error_samples`` (default 256), ``train.optim_g``,
+    ``train.reblur_opt`` (``ReblurLoss``), optional ``train.kernel_opt`` (``KernelLoss`` against the ground-truth
+    field) and ``train.observable_threshold`` (float or ~), ``train.kernel_error_samples`` (default 256),
+    ``train.optim_g``,
     ``train.scheduler``, ``train.use_grad_clip``; ``val.save_img``, ``val.kernel_grid_step`` (default 16),
-    ``val.validate_initial`` (also validate the starting weights, as iteration 0, at the first validation).
+    ``val.validate_initial`` (the training pipeline validates the starting weights before the first step, at the
+    starting iteration).
     Data: ``lq``, ``gt`` (N, C, H, W) and optional ground-truth field keys; the re-blur loss is unweighted, as in
     UFPNet's eq. (4) (a dataset's ``weight`` is not used).
     """
+
+    option_keys = {
+        'train': ('reblur_opt', 'kernel_opt', 'observable_threshold', 'prior_fit', 'kernel_error_samples'),
+        'val': ('kernel_grid_step', 'kernel_grid_cell', 'png_scale'),
+        'path': ('pretrain_network_flow', 'strict_load_flow', 'param_key_flow'),
+    }
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -73,9 +110,6 @@ class KernelEstimationModel(BlurFieldBaseModel):
             elif self.is_train:
                 raise ValueError('KernelEstimationModel needs a flow prior: set path.pretrain_network_flow (stage I), '
                                  'path.pretrain_network_g (stage II) or train.prior_fit')
-        self._initial_state = None
-        if self.is_train and (self.opt.get('val') or {}).get('validate_initial', False):
-            self._initial_state = {k: v.clone() for k, v in self.get_bare_model(self.net_g).state_dict().items()}
         if self.is_train:
             self.init_training_settings()
 
@@ -85,6 +119,10 @@ class KernelEstimationModel(BlurFieldBaseModel):
         if not train_opt.get('reblur_opt'):
             raise ValueError('KernelEstimationModel needs train.reblur_opt (e.g. {type: ReblurLoss, criterion: l1})')
         self.cri_reblur = build_loss(train_opt['reblur_opt']).to(self.device)
+        self.cri_kernel = build_loss(train_opt['kernel_opt']).to(self.device) if train_opt.get('kernel_opt') else None
+        threshold = train_opt.get('observable_threshold')
+        self.observable_threshold = None if threshold is None else float(threshold)
+        self.sample_generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0) + 1)
         self.kernel_error_samples = int(train_opt.get('kernel_error_samples', 256))
         self.setup_optimizer_g(self.net_g)
 
@@ -105,10 +143,21 @@ class KernelEstimationModel(BlurFieldBaseModel):
         self.field = self.net_g(self.lq)
         reblurred = self.field.blur(self.gt)
         l_reblur = self.cri_reblur.from_reblurred(reblurred, self.lq)
-        l_reblur.backward()
+        log = OrderedDict(l_reblur=l_reblur)
+        total = l_reblur
+        if self.cri_kernel is not None:
+            if self.gt_field is None:
+                raise ValueError('train.kernel_opt needs ground-truth fields: expected a dataset with field_basis / '
+                                 'field_offsets (SyntheticBlurDataset)')
+            weight = None
+            if self.observable_threshold is not None:
+                weight = observable_weight(self.gt, self.field.kernel_size, self.observable_threshold)
+            log['l_kernel'] = self.cri_kernel(self.field, self.gt_field, weight, current_iter, self.sample_generator)
+            total = total + log['l_kernel']
+        total.backward()
         self.clip_gradients(self.optimizer_g.param_groups[0]['params'])
         self.optimizer_g.step()
-        log = OrderedDict(l_reblur=l_reblur, reblur_psnr=torch.tensor(reblur_psnr(reblurred, self.lq)))
+        log['reblur_psnr'] = torch.tensor(reblur_psnr(reblurred, self.lq))
         if self.gt_field is not None:
             log['kernel_error'] = torch.tensor(self.kernel_error(self.field, self.kernel_error_samples))
         self.log_dict = self.reduce_loss_dict(log)
@@ -125,18 +174,12 @@ class KernelEstimationModel(BlurFieldBaseModel):
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         """Re-blur PSNR and kernel error averaged over the validation images; optional field PNGs.
 
-        With ``val.validate_initial`` the first call also validates the weights the training started from, logged
-        as iteration 0, so the log shows the whole learning curve.
+        With ground-truth fields, the first validation of each set also logs the kernel error of two one-kernel
+        baselines (:meth:`baseline_kernel_errors`), the figures a per-pixel estimate must beat.
         """
-        if self._initial_state is not None:
-            bare = self.get_bare_model(self.net_g)
-            current = {k: v.clone() for k, v in bare.state_dict().items()}
-            bare.load_state_dict(self._initial_state)
-            self._initial_state = None
-            self.nondist_validation(dataloader, 0, tb_logger, save_img)
-            bare.load_state_dict(current)
         dataset_name = dataloader.dataset.opt['name']
         totals, counts = {}, {}
+        gt_fields = []
         for index, val_data in enumerate(dataloader):
             self.feed_data(val_data)
             self.test()
@@ -144,6 +187,7 @@ class KernelEstimationModel(BlurFieldBaseModel):
                 scores = {'reblur_psnr': reblur_psnr(self.field.blur(self.gt), self.lq)}
             if self.gt_field is not None:
                 scores['kernel_error'] = self.kernel_error(self.field)
+                gt_fields.append(self.gt_field.to('cpu'))
             for name, value in scores.items():
                 totals[name] = totals.get(name, 0.0) + value
                 counts[name] = counts.get(name, 0) + 1
@@ -163,10 +207,32 @@ class KernelEstimationModel(BlurFieldBaseModel):
             if tb_logger:
                 tb_logger.add_scalar(f'metrics/{dataset_name}/{name}', value, current_iter)
         get_root_logger().info(message)
+        self.val_baselines = getattr(self, 'val_baselines', {})
+        if gt_fields and dataset_name not in self.val_baselines:
+            self.val_baselines[dataset_name] = self.baseline_kernel_errors(gt_fields)
+            get_root_logger().info(f'Validation {dataset_name} baselines: kernel_error ' + ', '.join(
+                f'{name} {value:.4f}' for name, value in self.val_baselines[dataset_name].items()))
+
+    @staticmethod
+    def baseline_kernel_errors(gt_fields: list) -> dict:
+        """Mean kernel L1 error of uniform fields on a list of batch-1 ground-truth fields: ``dataset_mean_kernel``
+        (one kernel, the mean over all the fields' pixels) and ``image_mean_kernel_oracle`` (each field's own mean)."""
+        means = [mean_kernel(field) for field in gt_fields]
+        dataset_mean = torch.stack(means).mean(0)
+        metric = KernelLoss(p=1, tile_size=4096)
+        totals = {'dataset_mean_kernel': 0.0, 'image_mean_kernel_oracle': 0.0}
+        with torch.no_grad():
+            for field, own in zip(gt_fields, means):
+                for name, kernel in (('dataset_mean_kernel', dataset_mean), ('image_mean_kernel_oracle', own)):
+                    totals[name] += float(metric(constant_field(kernel, field.height, field.width), field))
+        return {name: value / len(gt_fields) for name, value in totals.items()}
 
     def _save_field_png(self, dataset_name: str, index: int, current_iter) -> str:
-        step = int(self.opt['val'].get('kernel_grid_step', 16))
-        panel = draw_field_comparison(self.lq, self.field, self.gt_field, step)
+        val_opt = self.opt['val']
+        step = int(val_opt.get('kernel_grid_step', 16))
+        cell = val_opt.get('kernel_grid_cell')
+        panel = draw_field_comparison(self.lq, self.field, self.gt_field, step, None if cell is None else int(cell),
+                                      int(val_opt.get('png_scale', 1)))
         path = os.path.join(self.opt['path']['visualization'], dataset_name, f'field_{index:03d}_{current_iter}.png')
         imwrite(path, cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
         return path

@@ -60,6 +60,8 @@ class UFPNetModel(DeblurModel):
     loss_weight: 0.01}``), plus ``path.pretrain_network_ke`` and ``path.param_key_ke``.
     """
 
+    option_keys = {'path': ('pretrain_network_ke', 'param_key_ke')}
+
     def __init__(self, opt):
         super().__init__(opt)
         bare = self.get_bare_model(self.net_g)

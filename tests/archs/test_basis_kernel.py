@@ -155,3 +155,22 @@ def test_remapped_weights_load_strictly_and_give_the_same_field():
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(target(x).basis, source(x).basis)
+
+
+def test_size_handlings_agree_at_multiples_of_2_to_the_levels_and_differ_elsewhere():
+    official, padded = tiny_net().eval(), tiny_net(size_handling='pad_crop').eval()
+    with torch.no_grad():
+        x = torch.rand(1, 3, 24, 16)
+        assert torch.allclose(official(x).mixing, padded(x).mixing, atol=1e-6)
+        assert torch.allclose(official(x).basis, padded(x).basis, atol=1e-7)
+        y = torch.rand(1, 3, 21, 27)
+        assert (official(y).mixing - padded(y).mixing).abs().max() > 1e-4
+        assert official(y).mixing.shape == padded(y).mixing.shape == (1, 4, 21, 27)
+
+
+def test_size_handling_choices_and_the_official_minimum_size_are_explained():
+    with pytest.raises(ValueError, match=r"size_handling: expected one of \('official', 'pad_crop'\), got 'crop'"):
+        tiny_net(size_handling='crop')
+    with pytest.raises(ValueError, match=r"needs H, W >= 8 .* got \(12, 7\); use size_handling='pad_crop'"):
+        tiny_net(kernel_size=9).eval()(torch.rand(1, 3, 12, 7))
+    assert tiny_net(kernel_size=9, size_handling='pad_crop').eval()(torch.rand(1, 3, 12, 9)).mixing.shape[-1] == 9

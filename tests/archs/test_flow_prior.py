@@ -133,3 +133,35 @@ def test_decoding_an_extreme_code_gives_a_kernel_not_nan():
     kernels = prior.decode(torch.full((2, 9), 50.0))
     assert torch.isfinite(kernels).all()
     assert torch.allclose(kernels.sum(dim=(1, 2)), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize('size, num_hidden', [(3, 1), (5, 2)])
+def test_column_decode_equals_the_layer_by_layer_decode_with_gradients(size, num_hidden):
+    prior = KernelFlowPrior(kernel_size=size, num_block=3, hidden_size=6, num_hidden=num_hidden).double()
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for tensor in prior.parameters():
+            tensor.copy_(0.3 * torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype))
+        for layer in prior.net[1::2]:
+            layer.running_mean.copy_(torch.randn(layer.running_mean.shape, generator=generator))
+            layer.running_var.copy_(0.5 + torch.rand(layer.running_var.shape, generator=generator))
+    prior.eval().requires_grad_(False)
+    z = torch.randn(size * size, 7, generator=generator, dtype=torch.float64)
+    for normalize in (False, True):
+        expected = prior.decode(z.T, normalize=normalize).reshape(7, -1).T
+        with torch.no_grad():
+            assert torch.allclose(prior.decode_columns(z, normalize=normalize), expected, atol=1e-12)
+        assert torch.allclose(prior.decode_columns(z.T.contiguous().T, normalize=normalize), expected, atol=1e-12)
+    codes = z.clone().requires_grad_(True)
+    rows = z.T.clone().requires_grad_(True)
+    weights = torch.randn(size * size, 7, generator=generator, dtype=torch.float64)
+    (prior.decode_columns(codes) * weights).sum().backward()
+    (prior.decode(rows).reshape(7, -1) * weights.T).sum().backward()
+    assert torch.allclose(codes.grad, rows.grad.T, atol=1e-12)
+    torch.autograd.gradcheck(lambda c: prior.decode_columns(c), (z[:, :2].clone().requires_grad_(True), ))
+
+
+def test_column_decode_rejects_row_codes():
+    with pytest.raises(ValueError, match=r'expected \(9, P\)'):
+        KernelFlowPrior(kernel_size=3).decode_columns(torch.rand(4, 8))
+

@@ -50,7 +50,7 @@ def test_kernel_attention_sites_match_the_paper(name):
     sites = sorted(path for path, module in net.named_modules() if hasattr(module, 'kernel_attention_site'))
     expected = {
         'MPRNetKE': [f'stage{s}_encoder.encoder_level{level}.0' for s in (1, 2) for level in (1, 2, 3)],
-        'MIMOUNetKE': ['Encoder.0', 'Encoder.1', 'Encoder.2'],
+        'MIMOUNetKE': ['Encoder.0.layers.0', 'Encoder.1.layers.0', 'Encoder.2.layers.0'],
         'UFPNet': ['encoders.0.0', 'encoders.1.0', 'encoders.2.0'],
     }[name]
     assert sites == sorted(expected)
@@ -65,7 +65,7 @@ def test_tiled_sites_see_the_kernel_map_of_their_own_tile():
     lq = torch.rand(1, 3, 16, 24)
     with torch.no_grad():
         net(lq)
-        kernels, _ = net.estimate_kernels(lq)
+        kernels, _ = net.estimate_kernels(lq, normalize=net.renormalize_kernels)
     quarters = [kernels[..., :8, :12], kernels[..., :8, 12:], kernels[..., 8:, :12], kernels[..., 8:, 12:]]
     assert len(seen) == 4
     for got, expected in zip(seen, quarters):
@@ -92,3 +92,42 @@ def test_container_sites_are_rejected_with_the_fix_named():
 
     with pytest.raises(ValueError, match="name its first block instead, e.g. 'body.0'"):
         _Tiny()
+
+
+
+@pytest.mark.parametrize('name', sorted(VARIANTS))
+def test_the_kernel_attention_sits_inside_the_site_block_with_the_residual_on_its_input(name):
+    """Released UFPNet kernel block: out = x + branch(KAM(x, K)), the residual on the block's original input x."""
+    net = build_network(dict(VARIANTS[name], type=name)).eval()
+    path = sorted(p for p, module in net.named_modules() if hasattr(module, 'kernel_attention_site'))[0]
+    block = net.get_submodule(path)
+    seen = {}
+    block.kernel_attention.register_forward_hook(lambda module, args, out: seen.update(kam_args=args, kam=out))
+    block.register_forward_hook(lambda module, args, out: seen.update(inp=args[0], out=out))
+    with torch.no_grad():
+        net(torch.rand(1, 3, 16, 24))
+        x, attended = seen['inp'], seen['kam']
+        assert seen['kam_args'][0] is x
+        assert torch.equal(seen['out'], block.forward(x, branch=attended))
+        if name == 'UFPNet':  # NAFBlock: with beta = gamma = 0 both residuals leave the original input
+            block.beta.zero_()
+            block.gamma.zero_()
+            assert torch.equal(block.forward(x, branch=attended), x)
+        else:  # one residual: x + branch(b) = x + (block(b) - b)
+            assert torch.allclose(block.forward(x, branch=attended), x + block.forward(attended) - attended,
+                                  atol=1e-6)
+
+
+@pytest.mark.parametrize('name', sorted(VARIANTS))
+def test_each_kernel_map_is_released_once_its_attention_modules_have_run(name):
+    net = build_network(dict(VARIANTS[name], type=name)).eval()
+    sites = [module for module in net.modules() if hasattr(module, 'kernel_attention_site')]
+    deepest = max(module.kernel_attention_site[0] for module in sites)
+    held = []
+    for module in sites:
+        if module.kernel_attention_site[0] == deepest:
+            module.kernel_attention.register_forward_hook(
+                lambda *_: held.append([m is not None for m in net._kernel_maps]))
+    with torch.no_grad():
+        net(torch.rand(1, 3, 16, 24))
+    assert held and not any(held[-1][:deepest])  # the finer maps are gone by the last call of the deepest level

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from basicsr.archs import build_network
-from basicsr_blurfield.archs.nafnet_arch import NAFBlock, NAFNet, NAFNetLocal, _LayerNorm2d
+from basicsr_blurfield.archs.nafnet_arch import NAFBlock, NAFNet, NAFNetLocal, _LayerNorm2d, _PointwiseConv
 from tests.conftest import FIXTURES
 
 FIXTURE = os.path.join(FIXTURES, 'nafnet_width64_state_dict.json')
@@ -52,8 +52,22 @@ def test_published_attribute_names_and_size_multiple():
 def test_layer_norm_2d_is_layer_norm_over_channels():
     norm = randomise(_LayerNorm2d(5))
     x = torch.randn(2, 5, 4, 3, generator=torch.Generator().manual_seed(1))
-    expected = F.layer_norm(x.permute(0, 2, 3, 1), (5, ), norm.weight, norm.bias, eps=1e-6).permute(0, 3, 1, 2)
+    var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
+    expected = (x - mean) / torch.sqrt(var + 1e-6) * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
     assert torch.allclose(norm(x), expected, atol=1e-5)
+    assert torch.allclose(norm(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-5)
+
+
+def test_pointwise_conv_equals_conv2d_with_gradients_in_both_memory_formats():
+    conv = _PointwiseConv(6, 4)
+    for x in (torch.randn(2, 6, 5, 7), torch.randn(2, 6, 5, 7).contiguous(memory_format=torch.channels_last)):
+        x.requires_grad_(True)
+        ours = conv(x)
+        expected = F.conv2d(x, conv.weight, conv.bias)
+        assert torch.allclose(ours, expected, atol=1e-5)
+        grads = torch.autograd.grad((ours * expected.detach()).sum(), (x, conv.weight, conv.bias))
+        reference = torch.autograd.grad((expected * expected.detach()).sum(), (x, conv.weight, conv.bias))
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads, reference))
 
 
 def reference_nafblock(block: NAFBlock, x: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,8 @@ def test_kernel_attention_follows_eq_7():
     conv2 = torch.nn.functional.gelu(kam.conv_kernel[2](torch.nn.functional.gelu(kam.conv_kernel[0](kernels))))
     attention = torch.sigmoid(kam.conv_2[0](torch.cat([conv1, conv2], 1)))
     assert torch.allclose(kam(x, kernels), attention * conv1 + x, atol=1e-12)
+    with torch.no_grad():  # the in-place path
+        assert torch.allclose(kam(x, kernels), attention * conv1 + x, atol=1e-12)
     with pytest.raises(ValueError, match='must agree in N, H and W'):
         kam(x, kernels[..., :5])
 
@@ -169,3 +171,58 @@ def test_the_estimator_of_a_published_ufpnet_checkpoint_loads_into_flow_kernel_e
     estimator = build_network({'type': 'FlowKernelEstimator'})
     assert load_estimator_weights(estimator, {'params': official}) == 156
     assert torch.equal(estimator.kernel_extra.Conv_tail['var'][2].bias, official['kernel_extra.Conv_tail.var.2.bias'])
+
+
+def _reference_path():
+    """The faithful un-optimised implementation kept as the baseline of ``benchmarks/bench_ufpnet.py``."""
+    import importlib.util
+    path = os.path.join(ROOT, 'benchmarks', 'bench_ufpnet.py')
+    spec = importlib.util.spec_from_file_location('bench_ufpnet', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reference_path()
+
+
+def _output_and_gradients(net, lq, target):
+    net.zero_grad()
+    out, field = net(lq, return_field=True, generator=torch.Generator().manual_seed(5))
+    loss = (out - target).abs().mean() + (field.blur(out) - lq).abs().mean()
+    loss.backward()
+    return out.detach(), field.kernels.detach(), {n: p.grad.clone() for n, p in net.named_parameters()
+                                                   if p.grad is not None}
+
+
+def test_the_fast_path_gives_the_reference_paths_outputs_and_gradients():
+    torch.manual_seed(0)
+    net = build_network(dict(TINY, type='UFPNetLocal', kernel_size=19, train_size=(1, 3, 32, 32),
+                             freeze_estimator=False))
+    lq, target = torch.rand(2, 3, 36, 40), torch.rand(2, 3, 36, 40)  # 48x48 padded: two 1024-pixel decode blocks
+    net.eval()
+    with torch.no_grad():
+        fast = net(lq)
+        with _reference_path():
+            reference = net(lq)
+    assert (fast - reference).abs().max() < 1e-5
+    net.train()  # noise from the generator, estimator trained: the autograd path
+    fast_out, fast_kernels, fast_grads = _output_and_gradients(net, lq, target)
+    with _reference_path():
+        ref_out, ref_kernels, ref_grads = _output_and_gradients(net, lq, target)
+    assert (fast_out - ref_out).abs().max() < 1e-5 and (fast_kernels - ref_kernels).abs().max() < 1e-6
+    assert set(fast_grads) == set(ref_grads) and any(n.startswith('kernel_extra.') for n in fast_grads)
+    for name, grad in fast_grads.items():
+        assert torch.allclose(grad, ref_grads[name], rtol=1e-3, atol=1e-6), name
+
+
+def test_the_fast_estimator_gives_the_reference_kernels_in_place_and_with_autograd():
+    torch.manual_seed(0)
+    estimator = build_network({'type': 'FlowKernelEstimator', 'num_feat': 4}).eval()
+    lq = torch.rand(1, 3, 37, 45)  # cropped code map, 1665 pixels: a full and a partial decode block
+    with torch.no_grad():
+        fast = estimator(lq, sample=True, generator=torch.Generator().manual_seed(1)).kernels
+        with _reference_path():
+            reference = estimator(lq, sample=True, generator=torch.Generator().manual_seed(1)).kernels
+    assert fast.shape == (1, 361, 37, 45) and (fast - reference).abs().max() < 1e-6
+    with_autograd = estimator(lq, sample=True, generator=torch.Generator().manual_seed(1)).kernels
+    assert with_autograd.requires_grad and (with_autograd.detach() - fast).abs().max() < 1e-6
+    with torch.no_grad():
+        assert (estimator(lq).kernels - fast).abs().max() > 1e-4  # the noise is there and is the same noise

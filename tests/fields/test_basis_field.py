@@ -84,6 +84,32 @@ def test_gradcheck_blur_and_adjoint_in_image_basis_and_mixing(padding, method):
     assert torch.autograd.gradcheck(adjoint, inputs)
 
 
+@pytest.mark.parametrize('wanted', ('sharp', 'basis', 'mixing'))
+def test_fft_blur_gradients_of_one_input_at_a_time_equal_the_direct_paths(wanted):
+    field = random_basis_field(2, 3, 5, 9, 8, 'reflect', seed=3)
+    gen = torch.Generator().manual_seed(5)
+    sharp = torch.rand(2, 3, 9, 8, generator=gen, dtype=torch.float64)
+    weights = torch.rand(2, 3, 9, 8, generator=gen, dtype=torch.float64)
+    grads = {}
+    for method in ('fft', 'direct'):
+        inputs = {'sharp': sharp.clone(), 'basis': field.basis.clone(), 'mixing': field.mixing.clone()}
+        inputs[wanted].requires_grad_()
+        blurry = BasisField(inputs['basis'], inputs['mixing'], 'reflect', check=False).blur(inputs['sharp'], method)
+        grads[method], = torch.autograd.grad((blurry * weights).sum(), inputs[wanted])
+    assert torch.allclose(grads['fft'], grads['direct'], atol=1e-12)
+
+
+def test_fft_blur_keeps_only_its_inputs_for_the_backward():
+    field = random_basis_field(1, 6, 5, 12, 10, seed=2)
+    basis, mixing = field.basis.clone().requires_grad_(), field.mixing.clone().requires_grad_()
+    sharp = torch.rand(1, 3, 12, 10, dtype=torch.float64, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        BasisField(basis, mixing, check=False).blur(sharp, 'fft').sum().backward()
+    padded_numel = 3 * (12 + 4) * (10 + 4)  # the padded image (the padding keeps the image itself)
+    assert sum(saved) <= sharp.numel() + padded_numel + basis.numel() + mixing.numel()  # no B filtered images
+
+
 def test_batch_samples_are_blurred_only_with_their_own_basis_and_mixing():
     field = random_basis_field(3, 3, 5, 8, 8)
     sharp = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)

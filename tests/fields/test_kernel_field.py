@@ -1,4 +1,5 @@
-"""KernelField: tap-loop blur/adjoint against pixel-loop and unfold references, adjointness, gradcheck, validation."""
+"""KernelField: blur/adjoint of both engines against pixel-loop and unfold references, adjointness, gradcheck, tiling,
+memory, validation."""
 import pytest
 import torch
 from field_reference import per_pixel_blur, real_image, unfold_blur
@@ -6,6 +7,13 @@ from field_reference import per_pixel_blur, real_image, unfold_blur
 from basicsr_blurfield.fields import PADDING_MODES, KernelField, normalize_kernels
 from basicsr_blurfield.fields import _taps as taps
 from basicsr_blurfield.fields._taps import TapCorrelate, TapGather, TapScatter
+
+
+@pytest.fixture(params=('taps', 'unfold'))
+def engine(request, monkeypatch):
+    """Forces one engine of ``fields._taps`` (on CPU ``'auto'`` would always pick ``'taps'``)."""
+    monkeypatch.setattr(taps, 'ENGINE', request.param)
+    return request.param
 
 
 def random_kernels(num, size, height, width, seed=0, dtype=torch.float64):
@@ -16,7 +24,7 @@ def random_kernels(num, size, height, width, seed=0, dtype=torch.float64):
 @pytest.mark.parametrize('padding', PADDING_MODES)
 @pytest.mark.parametrize('channels', (1, 3))
 @pytest.mark.parametrize('size', (1, 3, 5))
-def test_blur_matches_pixel_loop_reference_on_random_images(size, channels, padding):
+def test_blur_matches_pixel_loop_reference_on_random_images(size, channels, padding, engine):
     gen = torch.Generator().manual_seed(size + channels)
     sharp = torch.rand(2, channels, 7, 6, generator=gen, dtype=torch.float64)
     kernels = random_kernels(2, size, 7, 6, seed=size)
@@ -26,7 +34,7 @@ def test_blur_matches_pixel_loop_reference_on_random_images(size, channels, padd
 
 @pytest.mark.parametrize('padding', PADDING_MODES)
 @pytest.mark.parametrize('channels', (1, 3))
-def test_blur_matches_pixel_loop_reference_on_real_images(channels, padding):
+def test_blur_matches_pixel_loop_reference_on_real_images(channels, padding, engine):
     sharp = real_image(channels, size=(9, 8))
     kernels = random_kernels(1, 5, 9, 8, seed=3)
     expected = per_pixel_blur(sharp, kernels.view(1, 5, 5, 9, 8), padding)
@@ -37,7 +45,7 @@ def test_blur_matches_pixel_loop_reference_on_real_images(channels, padding):
 
 @pytest.mark.parametrize('padding', PADDING_MODES)
 @pytest.mark.parametrize('size', (7, 9))
-def test_blur_matches_unfold_reference_in_float32(size, padding):
+def test_blur_matches_unfold_reference_in_float32(size, padding, engine):
     sharp = torch.rand(2, 3, 20, 17, generator=torch.Generator().manual_seed(1))
     kernels = random_kernels(2, size, 20, 17, dtype=torch.float32)
     expected = unfold_blur(sharp, kernels, padding)
@@ -47,7 +55,7 @@ def test_blur_matches_unfold_reference_in_float32(size, padding):
 @pytest.mark.parametrize('padding', PADDING_MODES)
 @pytest.mark.parametrize('num,channels', ((1, 1), (2, 3)))
 @pytest.mark.parametrize('height,width', ((9, 8), (8, 9), (7, 7)))
-def test_adjoint_satisfies_inner_product_identity(height, width, num, channels, padding):
+def test_adjoint_satisfies_inner_product_identity(height, width, num, channels, padding, engine):
     gen = torch.Generator().manual_seed(height * width)
     x = torch.rand(num, channels, height, width, generator=gen, dtype=torch.float64)
     y = torch.rand(num, channels, height, width, generator=gen, dtype=torch.float64)
@@ -56,7 +64,7 @@ def test_adjoint_satisfies_inner_product_identity(height, width, num, channels, 
 
 
 @pytest.mark.parametrize('padding', PADDING_MODES)
-def test_gradcheck_blur_in_image_and_kernels(padding):
+def test_gradcheck_blur_in_image_and_kernels(padding, engine):
     gen = torch.Generator().manual_seed(0)
     sharp = torch.rand(2, 2, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     kernels = random_kernels(2, 3, 5, 4).requires_grad_()
@@ -65,15 +73,19 @@ def test_gradcheck_blur_in_image_and_kernels(padding):
 
 
 @pytest.mark.parametrize('padding', PADDING_MODES)
-def test_row_tiles_give_the_untiled_result_and_gradients(monkeypatch, padding):
+def test_row_tiles_give_the_untiled_result_and_gradients(monkeypatch, padding, engine):
     gen = torch.Generator().manual_seed(6)
     sharp = torch.rand(2, 3, 11, 7, generator=gen, dtype=torch.float64, requires_grad=True)
     kernels = random_kernels(2, 5, 11, 7).requires_grad_()
     y = torch.rand(2, 3, 11, 7, generator=gen, dtype=torch.float64)
     expected = unfold_blur(sharp, kernels, padding)
     expected_grads = torch.autograd.grad((expected * y).sum(), (sharp, kernels))
-    monkeypatch.setattr(taps, 'TILE_ELEMENTS', 2 * 3 * 7 * 3)  # tiles of 3 rows, the last one of 2
-    assert taps._row_tiles(sharp)[1] == 3
+    # tiles of 3 rows (the last one of 2) for gather / scatter, of 1 row for the tap engine's correlate
+    monkeypatch.setattr(taps, 'TILE_ELEMENTS', 2 * 3 * 7 * 3)
+    monkeypatch.setattr(taps, 'UNFOLD_ELEMENTS', 2 * 2 * 3 * 25 * 7 * 3)
+    assert taps._row_tiles(11, 2 * 3 * 7, taps.TILE_ELEMENTS)[:2] == [(0, 3), (3, 6)]
+    assert taps._row_tiles(11, 2 * 2 * 3 * 25 * 7, taps.UNFOLD_ELEMENTS)[-1] == (9, 11)
+    assert len(taps._row_tiles(11, 2 * 5 * 7, taps.TILE_ELEMENTS)) == 11
     field = KernelField(kernels, padding, check=False)
     blurry = field.blur(sharp)
     assert torch.allclose(blurry, expected, atol=1e-12)
@@ -82,7 +94,31 @@ def test_row_tiles_give_the_untiled_result_and_gradients(monkeypatch, padding):
     assert torch.isclose((blurry * y).sum(), (sharp * field.adjoint(y)).sum(), rtol=1e-12)
 
 
-def test_gradgradcheck_of_the_tap_functions():
+def test_engines_agree_on_strided_and_expanded_operands(monkeypatch):
+    gen = torch.Generator().manual_seed(8)
+    padded = torch.rand(2, 7, 3, 8, generator=gen, dtype=torch.float64).permute(0, 2, 1, 3)  # (2, 3, 7, 8), strided
+    kernels = torch.rand(2, 5, 6, 9, generator=gen, dtype=torch.float64).permute(0, 3, 1, 2)  # (2, 9, 5, 6), strided
+    values = torch.ones(1, 1, 1, 1, dtype=torch.float64).expand(2, 3, 5, 6)  # what sum().backward() passes down
+    columns = torch.nn.functional.unfold(padded, 3).view(2, 3, 9, 5, 6)
+    expected = (torch.einsum('nctyx,ntyx->ncyx', columns, kernels),
+                torch.nn.functional.fold((kernels[:, None] * values[:, :, None]).reshape(2, 27, 30), (7, 8),
+                                         3), torch.einsum('nctyx,ncyx->ntyx', columns, values))
+    for name in ('taps', 'unfold'):
+        monkeypatch.setattr(taps, 'ENGINE', name)
+        got = (taps._gather(padded, kernels), taps._scatter(values, kernels), taps._correlate(values, padded, 3))
+        for value, want in zip(got, expected):
+            assert torch.allclose(value, want, atol=1e-12), name
+
+
+def test_auto_engine_is_taps_on_cpu_and_a_wrong_engine_names_the_choices(monkeypatch):
+    assert taps.engine_for(torch.zeros(1)) == 'taps'
+    assert taps.engine_for(torch.zeros(1, device='meta')) == 'unfold'
+    monkeypatch.setattr(taps, 'ENGINE', 'loops')
+    with pytest.raises(ValueError, match=r"ENGINE: expected one of \('auto', 'taps', 'unfold'\), got 'loops'"):
+        KernelField(random_kernels(1, 3, 4, 4)).blur(torch.rand(1, 1, 4, 4, dtype=torch.float64))
+
+
+def test_gradgradcheck_of_the_tap_functions(engine):
     gen = torch.Generator().manual_seed(1)
     padded = torch.rand(1, 2, 6, 5, generator=gen, dtype=torch.float64, requires_grad=True)
     values = torch.rand(1, 2, 4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -99,7 +135,7 @@ def largest_allocation(fn) -> int:
     return max(event.cpu_memory_usage for event in prof.events())
 
 
-def test_blur_and_backward_never_allocate_a_k2_times_image_tensor():
+def test_blur_and_backward_never_allocate_a_k2_times_image_tensor(monkeypatch):
     sharp = torch.rand(2, 3, 32, 32, requires_grad=True)
     kernels = random_kernels(2, 9, 32, 32, dtype=torch.float32).requires_grad_()
     field_bytes = kernels.numel() * 4  # the kernel gradient is field-sized; the unfold tensor is C times that
@@ -107,6 +143,10 @@ def test_blur_and_backward_never_allocate_a_k2_times_image_tensor():
     unfold = largest_allocation(lambda: unfold_blur(sharp, kernels, 'replicate').sum().backward())
     assert ours < 1.2 * field_bytes
     assert unfold >= 3 * field_bytes
+    monkeypatch.setattr(taps, 'ENGINE', 'unfold')
+    monkeypatch.setattr(taps, 'UNFOLD_ELEMENTS', kernels.numel())  # tiles of C*K*K*rows*W <= half the field
+    tiled = largest_allocation(lambda: KernelField(kernels).blur(sharp).sum().backward())
+    assert tiled < 1.2 * field_bytes
 
 
 def test_batch_samples_are_blurred_only_with_their_own_kernels():

@@ -3,13 +3,15 @@ import json
 
 import pytest
 
-from basicsr_blurfield.evaluate import RESULT_FORMAT
+from basicsr_blurfield.evaluate import PROTOCOLS, RESULT_FORMAT
 from basicsr_blurfield.leaderboard import PUBLISHED_SOURCE, load_published, main
 
 
-def _result(tmp_path, name, method, protocol, psnr, ssim):
+def _result(tmp_path, name, method, protocol, psnr, ssim, num_images=None, dataset=None):
+    spec = PROTOCOLS[protocol]
     path = tmp_path / name
-    path.write_text(json.dumps({'format': RESULT_FORMAT, 'method': method, 'protocol': protocol, 'num_images': 2,
+    path.write_text(json.dumps({'format': RESULT_FORMAT, 'method': method, 'protocol': protocol,
+                                'num_images': num_images or spec.test_size, 'dataset': dataset or spec.dataset,
                                 'mean': {'psnr': psnr, 'ssim': ssim}}))
     return str(path)
 
@@ -45,7 +47,7 @@ def test_our_results_form_one_row_per_method_in_table_1_column_order(tmp_path, c
                         '| RealBlur-R SSIM | RealBlur-J PSNR | RealBlur-J SSIM | Params (M) | MACs (G) | Source |')
     ours = next(line for line in lines if line.startswith('| Ours |'))
     assert ours == ('| Ours | 33.12 | 0.965 | N/A | N/A | N/A | N/A | 29.50 | 0.880 | 67.9 | 63.2 | '
-                    'ours (basicsr_blurfield.evaluate) |')
+                    'ours (basicsr_blurfield.evaluate): GoPro 1111 images, RealBlur-J 980 images |')
     assert any(line.startswith('| Other | N/A | N/A | 30.00 | 0.900 |') for line in lines)
     assert any(line.startswith('| UFPNet | 34.06 | 0.968 |') and PUBLISHED_SOURCE in line for line in lines)
     assert 'Custom ops not counted in MACs: prim::PythonOp.Foo.' in text
@@ -55,7 +57,7 @@ def test_no_published_leaves_only_our_rows(tmp_path):
     text = main([_result(tmp_path, 'a.json', 'Ours', 'gopro', 33.0, 0.96), '--no-published'])
     table_rows = [line for line in text.splitlines() if line.startswith('| ') and 'Method' not in line]
     assert table_rows == ['| Ours | 33.00 | 0.960 | N/A | N/A | N/A | N/A | N/A | N/A | N/A | N/A | '
-                          'ours (basicsr_blurfield.evaluate) |']
+                          'ours (basicsr_blurfield.evaluate): GoPro 1111 images |']
     assert PUBLISHED_SOURCE not in text
 
 
@@ -70,3 +72,18 @@ def test_duplicate_and_foreign_documents_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(foreign)])
     assert 'expected a result document of basicsr_blurfield.evaluate' in capsys.readouterr().err
+
+
+def test_a_result_on_other_images_is_refused_from_the_dataset_columns(tmp_path, capsys):
+    synthetic = _result(tmp_path, 's.json', 'Quick', 'gopro', 40.0, 0.99, num_images=8, dataset='custom')
+    with pytest.raises(SystemExit) as exit:
+        main([synthetic])
+    assert exit.value.code == 2
+    assert ("'Quick' was scored with the gopro protocol on 8 images, not on the GoPro test set (1111 images)"
+            in capsys.readouterr().err)
+    legacy = tmp_path / 'legacy.json'  # written before evaluate recorded the test set: judged by its image count
+    legacy.write_text(json.dumps({'format': RESULT_FORMAT, 'method': 'Old', 'protocol': 'hide', 'num_images': 10,
+                                  'mean': {'psnr': 30.0, 'ssim': 0.9}}))
+    with pytest.raises(SystemExit):
+        main([str(legacy)])
+    assert 'on 10 images, not on the HIDE test set (2025 images)' in capsys.readouterr().err

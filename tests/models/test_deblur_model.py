@@ -161,3 +161,53 @@ def test_validation_saves_results_under_the_dataset_key_so_scenes_do_not_collide
     assert saved == [f'{scene}/sharp/{index:03d}.png' for scene in ('GOPR0001_11_00', 'GOPR0002_11_01')
                      for index in range(2)]
     assert 10 < model.metric_results['psnr'] < 60
+
+
+def test_a_jointly_trained_estimator_is_saved_and_comes_back_on_resume(tmp_path):
+    from basicsr.utils import check_resume
+    paths = {'models': str(tmp_path), 'training_states': str(tmp_path)}
+    option = model_option(NAFNET, {'reblur_opt': {'type': 'ReblurLoss', 'loss_weight': 0.01},
+                                   'freeze_network_k': False}, network_k=BASIS_ESTIMATOR, path=dict(paths))
+    model = build_model(option)
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    model.save(0, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['1.state', 'net_g_1.pth', 'net_k_1.pth']
+    resumed_option = copy.deepcopy(option)
+    resumed_option['path'] = dict(paths, resume_state=str(tmp_path / '1.state'))
+    check_resume(resumed_option, 1)  # what BasicSR's resume does: pretrain_network_<role> = net_<role>_<iter>.pth
+    resumed = build_model(resumed_option)
+    for name in ('net_g', 'net_k'):
+        trained, loaded = getattr(model, name).state_dict(), getattr(resumed, name).state_dict()
+        assert all(torch.equal(value, loaded[key]) for key, value in trained.items()), name
+    assert any(param.requires_grad for param in resumed.net_k.parameters())
+
+
+def test_the_ema_copy_follows_the_buffers_of_the_network():
+    model = build_model(model_option(NAFNET, {'ema_decay': 0.5}))
+    model.net_g, model.net_g_ema = torch.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    model.net_g(torch.rand(4, 3, 5, 5) * 3 + 1)
+    model.model_ema(0.5)
+    assert torch.equal(model.net_g_ema.running_mean, model.net_g.running_mean)
+    assert torch.equal(model.net_g_ema.num_batches_tracked, model.net_g.num_batches_tracked)
+    assert torch.allclose(model.net_g_ema.weight, torch.ones(3))
+
+
+def test_the_network_structure_goes_to_the_log_file_only(tmp_path, capsys):
+    import logging
+
+    from basicsr.utils import get_root_logger
+    logger = get_root_logger()
+    handler, level = logging.FileHandler(tmp_path / 'train.log'), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        build_model(model_option(NAFNET))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
+    log = (tmp_path / 'train.log').read_text()
+    assert 'Network: NAFNet, with parameters:' in log and 'NAFBlock(' in log
+    console = capsys.readouterr()
+    assert 'NAFBlock(' not in console.out + console.err

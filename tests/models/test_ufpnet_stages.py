@@ -106,8 +106,8 @@ def test_stage_two_on_synthetic_data_reports_kernel_error(stage_one):
     folder, flow_checkpoint, _, _ = stage_one
     opt = _stage_two_option('ufpnet_kernel_estimation_synthetic.yml', folder, flow_checkpoint)
     for phase in ('train', 'val'):
-        opt['datasets'][phase].update(dataroot_gt=None, gt_size=24, kernel_size=5, basis_grid=2, max_regions=1,
-                                      min_region_area=16)
+        opt['datasets'][phase].update(dataroot_gt=None, io_backend={'type': 'disk'}, gt_size=24, kernel_size=5,
+                                      basis_grid=2, max_regions=1, min_region_area=16)
     opt['datasets']['train'].update(batch_size_per_gpu=2, num_samples=4)
     opt['datasets']['val'].update(num_samples=1)
     model = train(opt)

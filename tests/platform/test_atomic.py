@@ -1,4 +1,8 @@
-"""Atomic writers: a failure part-way keeps the old file (or none) and leaves no temporary behind."""
+"""Atomic writers: a failure part-way keeps the old file (or none) and leaves no temporary behind; files get the
+mode a plain ``open`` would give."""
+import os
+import stat
+
 import numpy as np
 import pytest
 import torch
@@ -33,3 +37,28 @@ def test_imwrite_and_torch_save_round_trip_and_fail_cleanly(tmp_path):
     torch_save({'params': {'w': torch.ones(2)}}, str(tmp_path / 'net.pth'))
     assert torch.equal(torch.load(tmp_path / 'net.pth')['params']['w'], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['net.pth', 'sub']
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o002, 0o077])
+def test_written_files_get_the_mode_a_plain_open_gives_under_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        write_text(str(tmp_path / 'a.txt'), 'x')
+        imwrite(str(tmp_path / 'a.png'), np.zeros((2, 2), np.uint8))
+        torch_save({'w': torch.ones(1)}, str(tmp_path / 'a.pth'))
+        with open(tmp_path / 'plain.txt', 'w') as f:
+            f.write('x')
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE(os.stat(tmp_path / 'plain.txt').st_mode) == expected
+    for name in ('a.txt', 'a.png', 'a.pth'):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == expected, name
+
+
+def test_overwriting_keeps_the_existing_files_mode(tmp_path):
+    target = tmp_path / 'shared.txt'
+    write_text(str(target), 'old')
+    os.chmod(target, 0o640)
+    write_text(str(target), 'new')
+    assert target.read_text() == 'new' and stat.S_IMODE(os.stat(target).st_mode) == 0o640

@@ -207,3 +207,24 @@ def test_startup_hook_loads_the_plugin_with_basicsr_and_imports_no_torch_at_star
     assert with_basicsr.returncode == 0, with_basicsr.stderr
     assert with_basicsr.stdout.split() == ['True', 'True', 'True', 'basicsr_blurfield.compat']
     assert basicsr_blurfield.__version__
+
+
+def test_the_builders_are_replaced_everywhere_basicsr_imported_them():
+    import basicsr.archs
+    import basicsr.losses
+    import basicsr.models.sr_model
+    assert basicsr.archs.build_network is compat.build_network is basicsr.models.sr_model.build_network
+    assert basicsr.losses.build_loss is compat.build_loss is basicsr.models.sr_model.build_loss
+
+
+def test_parse_options_checks_the_options_before_returning(tmp_path, monkeypatch):
+    import basicsr.train
+    import basicsr.utils.options as options
+    from basicsr_blurfield.option_check import OptionError
+    option = {'name': 'x', 'model_type': 'DeblurModel', 'scale': 1, 'num_gpu': 0, 'manual_seed': 0,
+              'datasets': {}, 'path': {}, 'network_g': {'type': 'NAFNet', 'widht': 8}}
+    (tmp_path / 'x.yml').write_text(__import__('yaml').safe_dump(option))
+    monkeypatch.setattr(sys, 'argv', ['test.py', '-opt', str(tmp_path / 'x.yml')])
+    assert basicsr.train.parse_options is options.parse_options
+    with pytest.raises(OptionError, match=r"network_g \(NAFNet\): unknown option 'widht' \(did you mean 'width'\?\)"):
+        options.parse_options(str(tmp_path), is_train=False)

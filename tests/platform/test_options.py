@@ -40,7 +40,7 @@ def test_every_option_file_names_only_registered_types(path):
     assert option['model_type'] in MODEL_REGISTRY
     known = set(ARCH_REGISTRY.keys()) | set(DATASET_REGISTRY.keys()) | set(LOSS_REGISTRY.keys()) | set(
         METRIC_REGISTRY.keys()) | {'disk', 'lmdb', 'TrueCosineAnnealingLR', 'CosineAnnealingLR', 'MultiStepLR',
-                                   'CosineAnnealingRestartLR', 'Adam', 'AdamW', 'SGD', 'nccl', 'gloo'}
+                                   'CosineAnnealingRestartLR', 'LinearLR', 'Adam', 'AdamW', 'SGD', 'nccl', 'gloo'}
     unknown = [name for name in registered_types(option) if name not in known]
     assert not unknown, f'{os.path.basename(path)} names unregistered types {unknown}'
 

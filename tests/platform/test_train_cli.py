@@ -80,15 +80,24 @@ def write_option(folder, option) -> str:
 
 def test_train_resume_and_test_through_the_module_entry_points(workspace):
     tmp_path, gt_dir, lq_dir = workspace
-    option = write_option(tmp_path, tiny_option('tiny_nafnet', gt_dir, lq_dir))
-    run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt', option], cwd=tmp_path)
+    option = tiny_option('tiny_nafnet', gt_dir, lq_dir)
+    option['val']['validate_initial'] = True
+    option = write_option(tmp_path, option)
+    first = run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt', option], cwd=tmp_path)
     experiment = tmp_path / 'experiments' / 'tiny_nafnet'
     assert (experiment / 'models' / 'net_g_4.pth').is_file()
     assert (experiment / 'training_states' / '4.state').is_file()
     checkpoint = torch.load(experiment / 'models' / 'net_g_latest.pth', map_location='cpu')
     assert set(checkpoint) == {'params'} and 'intro.weight' in checkpoint['params']
     first_log = latest_log(str(experiment))
-    assert 'Validation tiny-val' in first_log and '# psnr:' in first_log
+    assert '# psnr:' in first_log
+    # validate_initial before the first step, then once at the last iteration (not again after the loop)
+    assert [line.split('iter')[-1].strip() for line in first_log.splitlines() if 'Validation tiny-val' in line] == [
+        '0', '4']
+    assert first_log.index('Validation tiny-val, iter 0') < first_log.index('iter:       1')
+    # the network structure and option dump are in the log file, not on the console
+    assert 'NAFBlock(' in first_log and 'NAFBlock(' not in first.stdout + first.stderr
+    assert 'Network: NAFNet, with parameters:' in first.stdout + first.stderr
     assert not list(experiment.rglob('*.tmp'))
 
     run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt', option, '--auto_resume', '--force_yml',
@@ -96,6 +105,9 @@ def test_train_resume_and_test_through_the_module_entry_points(workspace):
     resumed_log = latest_log(str(experiment))
     assert 'Resuming training from epoch' in resumed_log and 'iter: 4' in resumed_log
     assert (experiment / 'models' / 'net_g_6.pth').is_file()
+    # validate_initial after a resume scores the resumed weights at the resumed iteration
+    assert [line.split('iter')[-1].strip() for line in resumed_log.splitlines() if 'Validation tiny-val' in line] == [
+        '4', '6']
 
     test_option = tiny_option('tiny_nafnet_test', gt_dir, lq_dir)
     test_option['datasets'] = {'test_1': dict(test_option['datasets']['val'], name='tiny-test')}
@@ -109,15 +121,23 @@ def test_train_resume_and_test_through_the_module_entry_points(workspace):
     assert cv2.imread(saved[0]).shape == (37, 45, 3)  # odd size: padded for the U-Net, cropped back
 
 
-def test_distributed_training_with_torchrun_on_cpu(workspace):
+def test_distributed_training_with_torchrun_on_cpu_reaches_total_iter(workspace):
     tmp_path, gt_dir, lq_dir = workspace
-    option = write_option(tmp_path, tiny_option('tiny_nafnet_ddp', gt_dir, lq_dir))
+    option = tiny_option('tiny_nafnet_ddp', gt_dir, lq_dir)
+    # 3 images x 2 = 6, batch 2, 2 processes: 3 images and one full batch per process and epoch (the loader drops
+    # the partial one); BasicSR's loop counted 2 per epoch and stopped at iteration 3 of 4
+    option['datasets']['train']['dataset_enlarge_ratio'] = 2
+    option['logger']['save_checkpoint_freq'] = 3
+    option = write_option(tmp_path, option)
     run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29541', '-m',
          'basicsr_blurfield.train', '-opt', option, '--launcher', 'pytorch'], cwd=tmp_path)
     experiment = tmp_path / 'experiments' / 'tiny_nafnet_ddp'
     log = latest_log(str(experiment))
-    assert 'World size (gpu number): 2' in log
-    assert (experiment / 'models' / 'net_g_latest.pth').is_file()
+    assert 'World size (gpu number): 2' in log and 'Require iter number per epoch: 1' in log
+    assert 'iter:       4' in log and 'End of training at iter 4' in log
+    assert sorted(p.name for p in (experiment / 'models').iterdir()) == ['net_g_3.pth', 'net_g_4.pth',
+                                                                         'net_g_latest.pth']
+    assert (experiment / 'training_states' / '4.state').is_file()
 
 
 def test_basicsrs_own_train_script_finds_the_plugin(workspace):
@@ -140,10 +160,31 @@ def test_bad_options_give_clear_messages(workspace):
     bad_arch['network_g']['type'] = 'NAFNett'
     missing_root = tiny_option('missing_root', gt_dir, lq_dir)
     del missing_root['datasets']['train']['dataroot_lq']
-    for option, message in ((bad_arch, "No object named 'NAFNett'"),
-                            (missing_root, "option 'dataroot_lq' is missing")):
+    typo = tiny_option('typo', gt_dir, lq_dir)
+    typo['datasets']['train']['gt_szie'] = typo['datasets']['train'].pop('gt_size')
+    for option, message, clean in (
+            (bad_arch, "No object named 'NAFNett'", True),
+            (missing_root, "option 'dataroot_lq' is missing", False),
+            (typo, "error: datasets.train: unknown option 'gt_szie' (did you mean 'gt_size'?)", True)):
         path = write_option(tmp_path, option)
         env = dict(os.environ, OMP_NUM_THREADS='1')
         result = subprocess.run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt', path], cwd=tmp_path,
                                 capture_output=True, text=True, env=env, timeout=300)
         assert result.returncode != 0 and message in result.stderr, result.stderr[-3000:]
+        if clean:  # refused before anything was built: one line, exit status 2, no experiment folder
+            assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+            assert not (tmp_path / 'experiments' / option['name']).exists()
+
+
+def test_the_test_entry_point_refuses_num_gpu_without_cuda_in_one_line(workspace):
+    if torch.cuda.is_available():
+        pytest.skip('needs a machine without CUDA')
+    tmp_path, gt_dir, lq_dir = workspace
+    option = tiny_option('tiny_test_gpu', gt_dir, lq_dir)
+    option.update(num_gpu=8, datasets={'test_1': dict(option['datasets']['val'], name='tiny-test')})
+    del option['train']
+    result = subprocess.run([sys.executable, '-m', 'basicsr_blurfield.test', '-opt', write_option(tmp_path, option)],
+                            cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'),
+                            timeout=300)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert 'error: num_gpu: 8 but this torch sees no CUDA device; to run on the CPU set num_gpu: 0' in result.stderr

@@ -1,11 +1,14 @@
-"""Richardson-Lucy + TV deconvolution through blur fields: it sharpens synthetic blur, for every field type."""
+"""Non-blind deconvolution through blur fields (Richardson-Lucy + TV, CG with gradient / half-quadratic TV priors):
+exactness against a dense solve, [0, 1] range, borders as the field's padding, and sharpening of synthetic blur for
+every field type."""
 import numpy as np
 import pytest
 import torch
 
-from basicsr_blurfield.fields import BasisField, OffsetField
+from basicsr_blurfield.fields import PADDING_MODES, BasisField, KernelField, OffsetField
 from basicsr_blurfield.fields.generators import linear_kernel, region_field
-from basicsr_blurfield.restoration.deconvolution import richardson_lucy_tv, tv_divergence
+from basicsr_blurfield.restoration.deconvolution import (conjugate_gradient, deconvolve_cg, image_gradient,
+                                                         image_gradient_adjoint, richardson_lucy_tv, tv_divergence)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -39,22 +42,164 @@ def offset_field(size: int = 48) -> OffsetField:
     return OffsetField.from_endpoints(start, num_steps=15, constraint='linear')
 
 
+METHODS = {
+    'rl_tv': lambda blurry, field: richardson_lucy_tv(blurry, field, num_iter=30, tv_weight=2e-3),
+    'cg_gradient': lambda blurry, field: deconvolve_cg(blurry, field, prior='gradient'),
+    'cg_tv': lambda blurry, field: deconvolve_cg(blurry, field, prior='tv'),
+}
+
+
+@pytest.mark.parametrize('method', sorted(METHODS))
 @pytest.mark.parametrize(
     'make_field', [basis_field, lambda: basis_field().dense(), offset_field], ids=['basis', 'kernel', 'offset'])
-def test_deconvolution_raises_psnr_on_synthetic_blur(make_field):
+def test_deconvolution_raises_psnr_on_synthetic_blur(make_field, method):
     sharp, field = sharp_photo(), make_field()
-    blurry = field.blur(sharp)
-    restored = richardson_lucy_tv(blurry, field, num_iter=30, tv_weight=2e-3)
+    blurry = (field.blur(sharp) + 0.01 * torch.randn(sharp.shape, generator=torch.Generator().manual_seed(0))).clamp(
+        0, 1)
+    restored = METHODS[method](blurry, field)
     before, after = psnr(blurry, sharp), psnr(restored, sharp)
-    assert restored.shape == sharp.shape and bool((restored >= 0).all())
+    assert restored.shape == sharp.shape and bool((restored >= 0).all()) and bool((restored <= 1).all())
     assert after > before + 1.0, (before, after)
 
 
-def test_plain_richardson_lucy_keeps_an_exact_fixed_point():
+def tiny_field(kind: str, padding: str):
+    """A float64 field on a 6 x 7 image with a different kernel at every pixel."""
+    generator = torch.Generator().manual_seed(1)
+    if kind == 'offset':
+        offsets = 1.5 * torch.randn(1, 5, 2, 6, 7, generator=generator, dtype=torch.float64)
+        return OffsetField(offsets, padding=padding)
+    if kind == 'basis':
+        basis = torch.rand(1, 3, 3, 3, generator=generator, dtype=torch.float64)
+        mixing = torch.rand(1, 3, 6, 7, generator=generator, dtype=torch.float64)
+        return BasisField(basis / basis.sum((2, 3), keepdim=True), mixing / mixing.sum(1, keepdim=True), padding)
+    kernels = torch.rand(1, 9, 6, 7, generator=generator, dtype=torch.float64)
+    return KernelField(kernels / kernels.sum(1, keepdim=True), padding)
+
+
+def dense_matrix(operator, shape) -> torch.Tensor:
+    """The matrix of a linear map on images of ``shape``, column j = operator(unit vector j)."""
+    size = int(np.prod(shape))
+    units = torch.eye(size, dtype=torch.float64).reshape(size, *shape[1:])
+    return torch.stack([operator(unit[None]).flatten() for unit in units], 1)
+
+
+@pytest.mark.parametrize('padding', PADDING_MODES)
+@pytest.mark.parametrize('kind', ['kernel', 'basis', 'offset'])
+def test_cg_equals_a_dense_linear_solve(kind, padding):
+    field, weight = tiny_field(kind, padding), 0.05
+    shape = (1, 2, 6, 7)
+    blurry = torch.rand(shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    blur = dense_matrix(field.blur, shape)
+    grad = dense_matrix(image_gradient, shape)
+    normal = blur.T @ blur + weight * grad.T @ grad
+    expected = torch.linalg.solve(normal, blur.T @ blurry.flatten()).view(shape)
+    restored = deconvolve_cg(blurry, field, prior='gradient', weight=weight, cg_iter=500, tol=1e-12, clip=False)
+    assert torch.allclose(restored, expected, atol=1e-9), float((restored - expected).abs().max())
+
+
+def test_cg_solves_each_sample_of_a_batch_on_its_own():
+    generator = torch.Generator().manual_seed(3)
+    matrices = torch.rand(2, 5, 5, generator=generator, dtype=torch.float64)
+    matrices = matrices @ matrices.transpose(1, 2) + 0.1 * torch.eye(5, dtype=torch.float64)
+    matrices[1] *= 1e3  # very different scales: shared step sizes would fail on one sample
+    rhs = torch.rand(2, 5, generator=generator, dtype=torch.float64)
+    solution, steps, residual, _ = conjugate_gradient(
+        lambda x: (matrices @ x[..., None])[..., 0], rhs, max_iter=50, tol=1e-12)
+    assert torch.allclose(solution, torch.linalg.solve(matrices, rhs), atol=1e-9)
+    assert steps <= 10 and residual <= 1e-12
+
+
+def test_cg_stops_at_the_tolerance():
+    field, shape = tiny_field('basis', 'replicate'), (1, 1, 6, 7)
+    blurry = torch.rand(shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    operator = lambda x: field.adjoint(field.blur(x)) + 0.05 * image_gradient_adjoint(image_gradient(x))  # noqa: E731
+    rhs = field.adjoint(blurry)
+    _, loose_steps, loose, _ = conjugate_gradient(operator, rhs, blurry, max_iter=100, tol=1e-2)
+    solution, tight_steps, tight, residual = conjugate_gradient(operator, rhs, blurry, max_iter=100, tol=1e-10)
+    assert loose <= 1e-2 and tight <= 1e-10 and loose_steps < tight_steps
+    assert torch.allclose(residual, rhs - operator(solution), atol=1e-12)
+    # a given first residual replaces the operator call, same path
+    again = conjugate_gradient(operator, rhs, blurry, max_iter=5, tol=0, residual=rhs - operator(blurry))[0]
+    assert torch.allclose(again, conjugate_gradient(operator, rhs, blurry, max_iter=5, tol=0)[0], atol=1e-14)
+
+
+def test_image_gradient_adjoint_is_its_exact_transpose():
+    generator = torch.Generator().manual_seed(5)
+    image = torch.rand(2, 3, 5, 8, generator=generator, dtype=torch.float64)
+    grad = torch.rand(2, 3, 2, 5, 8, generator=generator, dtype=torch.float64)
+    lhs = (image_gradient(image) * grad).sum()
+    assert torch.isclose(lhs, (image * image_gradient_adjoint(grad)).sum(), rtol=1e-12)
+    # the same differences as RL-TV's divergence: for a huge eps, div(grad u / eps) * eps = -D^T D u
+    laplacian = image_gradient_adjoint(image_gradient(image))
+    assert torch.allclose(-tv_divergence(image, eps=1e6) * 1e6, laplacian, atol=1e-9)
+
+
+def tv_objective(restored, blurry, field, weight, eps=1e-2):
+    tv = (image_gradient(restored).square().sum(2) + eps * eps).sqrt().sum()
+    return float(0.5 * (field.blur(restored) - blurry).square().sum() + weight * tv)
+
+
+def test_half_quadratic_rounds_lower_the_tv_objective():
     sharp, field = sharp_photo(), basis_field()
+    blurry = (field.blur(sharp) + 0.01 * torch.randn(sharp.shape, generator=torch.Generator().manual_seed(6))).clamp(
+        0, 1)
+    rounds = [deconvolve_cg(blurry, field, prior='tv', num_iter=count, cg_iter=30, clip=False) for count in (1, 2, 4)]
+    objectives = [tv_objective(image, blurry, field, 1e-3) for image in [blurry] + rounds]
+    assert all(a > b for a, b in zip(objectives, objectives[1:])), objectives
+
+
+def test_half_quadratic_rounds_solve_the_weighted_normal_equations():
+    field, shape, weight, eps = tiny_field('offset', 'reflect'), (1, 1, 6, 7), 0.05, 0.1
+    blurry = torch.rand(shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    grad, blur = dense_matrix(image_gradient, shape), dense_matrix(field.blur, shape)
+    expected = blurry.flatten()
+    for rounds in (1, 2, 3):  # each round: weights of the previous image, then an exact solve
+        magnitude = (grad @ expected).view(2, -1).square().sum(0).add(eps * eps).sqrt()
+        weights = (weight / magnitude).repeat(2)
+        expected = torch.linalg.solve(blur.T @ blur + grad.T @ (weights[:, None] * grad), blur.T @ blurry.flatten())
+        restored = deconvolve_cg(
+            blurry, field, prior='tv', weight=weight, tv_eps=eps, num_iter=rounds, cg_iter=500, tol=1e-13, clip=False)
+        assert torch.allclose(restored.flatten(), expected, atol=1e-9), rounds
+
+
+@pytest.mark.parametrize('method', sorted(METHODS))
+def test_results_stay_in_the_unit_range(method):
+    field = basis_field()
+    checker = (torch.arange(48)[:, None] // 6 + torch.arange(48) // 6) % 2
+    sharp = checker.float().expand(1, 3, 48, 48).contiguous()
+    blurry = field.blur(sharp)
+    restored = METHODS[method](blurry, field)
+    assert float(restored.min()) >= 0 and float(restored.max()) <= 1
+    if method != 'rl_tv':  # unclipped, the linear solvers overshoot on saturated edges: the clip is what holds
+        unclipped = deconvolve_cg(blurry, field, prior=method[3:], clip=False)
+        assert float(unclipped.max()) > 1 or float(unclipped.min()) < 0
+
+
+CONVERGED = {
+    'rl_tv': lambda blurry, field: richardson_lucy_tv(blurry, field, num_iter=100, tv_weight=2e-3),
+    'cg_gradient': lambda blurry, field: deconvolve_cg(blurry, field, prior='gradient', cg_iter=200),
+    'cg_tv': lambda blurry, field: deconvolve_cg(blurry, field, prior='tv', num_iter=4, cg_iter=60),
+}
+
+
+@pytest.mark.parametrize('method', sorted(CONVERGED))
+def test_borders_are_restored_like_the_field_pads_them(method):
+    zeros = BasisField(basis_field().basis, basis_field().mixing, padding='zeros')
+    flat = torch.full((1, 3, 48, 48), 0.6)
+    blurry = zeros.blur(flat)  # zeros padding: the borders darken
+    assert float(blurry[..., 0, 0].max()) < 0.45
+    restored = CONVERGED[method](blurry, zeros)
+    assert float((restored - flat).abs().max()) < 0.03, float((restored - flat).abs().max())
+    # the same image deconvolved as if the borders were replicated keeps them dark
+    replicate = basis_field()
+    assert float((CONVERGED[method](blurry, replicate) - flat).abs().max()) > 0.1
+
+
+def test_plain_richardson_lucy_keeps_an_exact_fixed_point():
+    sharp, field = sharp_photo().double().clamp_min(1e-3), basis_field().to(torch.float64)
     blurry = field.blur(sharp)
     restored = richardson_lucy_tv(blurry, field, num_iter=3, tv_weight=0.0, init=sharp)
-    assert torch.allclose(restored, sharp, atol=1e-5)
+    assert torch.allclose(restored, sharp, atol=1e-10)
     assert torch.allclose(richardson_lucy_tv(blurry, field, num_iter=0), blurry.clamp_min(1e-6))
 
 
@@ -77,3 +222,25 @@ def test_invalid_arguments_are_rejected():
         richardson_lucy_tv(torch.rand(3, 8, 8), basis_field())
     with pytest.raises(ValueError, match='tv_weight >= 0'):
         richardson_lucy_tv(torch.rand(1, 3, 48, 48), basis_field(), tv_weight=-1)
+    for solve in (richardson_lucy_tv, deconvolve_cg):
+        with pytest.raises(
+                ValueError,
+                match='the field is for N, H, W = \\(1, 48, 48\\), got an image of shape '
+                '\\(1, 3, 40, 48\\); estimate the field on this image'):
+            solve(torch.rand(1, 3, 40, 48), basis_field())
+        with pytest.raises(TypeError, match='expected dtype torch.float32 like the field, got torch.float64'):
+            solve(torch.rand(1, 3, 48, 48, dtype=torch.float64), basis_field())
+        with pytest.raises(TypeError, match='expected a blur field with blur and adjoint'):
+            solve(torch.rand(1, 3, 48, 48), torch.rand(1, 9, 48, 48))
+    with pytest.raises(ValueError, match="prior: expected one of \\('gradient', 'tv'\\), got 'l1'"):
+        deconvolve_cg(torch.rand(1, 3, 48, 48), basis_field(), prior='l1')
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+@pytest.mark.parametrize('method', sorted(METHODS))
+def test_the_gpu_gives_the_cpus_restoration(method):
+    sharp, field = sharp_photo(), basis_field()
+    blurry = field.blur(sharp)
+    expected = METHODS[method](blurry, field)
+    assert torch.allclose(METHODS[method](blurry.cuda(), field.to('cuda')).cpu(), expected, atol=1e-3)

@@ -145,3 +145,8 @@ def test_sharp_folder_and_lmdb_output_are_read_by_basicsr(script, tmp_path):
     item = dataset[2]
     assert torch.equal(item['lq'][None], _rgb(str(out / 'blur' / '000002.png')))
     assert torch.equal(item['gt'][None], _rgb(str(out / 'sharp' / '000002.png')))
+
+
+def test_the_scripts_spelled_out_choices_agree_with_the_dataset(script):
+    from basicsr_blurfield.data.synthetic_blur_dataset import FIELD_TYPES, REPRESENTATIONS
+    assert script.FIELD_TYPES == FIELD_TYPES and script.REPRESENTATIONS == REPRESENTATIONS

@@ -1,0 +1,123 @@
+"""Input checks shared by the command-line scripts: one error style (``error: ...`` on stderr, exit status 2).
+
+Each script parses its arguments and checks that its input files exist before importing torch (so ``--help`` and
+wrong paths answer at once), then uses these helpers, which turn a corrupt image, an empty or truncated checkpoint,
+or a checkpoint of the wrong kind of model into a :class:`ScriptError` with a message saying what is wrong and what to
+do. Sizes are written ``WxH`` (width x height, as image viewers print them) by :func:`size_text`.
+"""
+import os
+from typing import Optional, Tuple
+
+__all__ = ['ScriptError', 'KIND_NAMES', 'size_text', 'read_image_rgb', 'load_estimator_checked', 'grid_step']
+
+KIND_NAMES = {
+    'ufpnet': ('a UFPNet-family kernel estimator (FlowKernelEstimator, UFPNet, MPRNetKE, MIMOUNetKE)',
+               'scripts/estimate_field.py'),
+    'basis': ('a basis-kernel estimator (BasisKernelNet or the published TwoHeadsNetwork)', 'scripts/detect_blur.py'),
+    'offsets': ('a motion-offset estimator (MotionOffsetNet)', 'scripts/estimate_trajectories.py'),
+}
+MIN_IMAGE_SIDE = 8
+
+
+class ScriptError(Exception):
+    """A user-facing error of a script: printed as ``error: <message>``, exit status 2."""
+
+
+def size_text(height: int, width: int) -> str:
+    """``'1280x720'`` for a 720-row, 1280-column image: width x height, the one size format of the scripts."""
+    return f'{width}x{height}'
+
+
+def read_image_rgb(path: str, what: str = 'image', min_side: int = MIN_IMAGE_SIDE):
+    """Reads an image file as (H, W, 3) uint8 RGB.
+
+    Raises:
+        ScriptError: the file is missing, empty, not an image OpenCV decodes (or truncated), or smaller than
+            ``min_side`` pixels on a side.
+    """
+    import cv2
+
+    if not os.path.isfile(path):
+        raise ScriptError(f'{what} {path!r}: no such file')
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ScriptError(f'{what} {path!r} is empty (0 bytes)')
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ScriptError(f'{what} {path!r} ({size} bytes) cannot be decoded: not an image format OpenCV reads, or '
+                          'a truncated / corrupt file')
+    height, width = bgr.shape[:2]
+    if min(height, width) < min_side:
+        raise ScriptError(f'{what} {path!r} is {size_text(height, width)}; expected at least {min_side} pixels on '
+                          'each side')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def grid_step(step: int, height: int, width: int) -> int:
+    """The spacing of the drawn kernel grid: ``step``, made small enough that every image gets kernels drawn.
+
+    Raises:
+        ScriptError: ``step`` below 2.
+    """
+    if step < 2:
+        raise ScriptError(f'--step: expected at least 2 pixels between drawn kernels, got {step}')
+    return max(2, min(step, height, width))
+
+
+def _read_checkpoint(path: str) -> dict:
+    import torch
+
+    if os.path.getsize(path) == 0:
+        raise ScriptError(f'checkpoint {path!r} is empty (0 bytes)')
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for broken files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ''
+        raise ScriptError(f'checkpoint {path!r} ({os.path.getsize(path)} bytes) cannot be read: truncated or not a '
+                          f'PyTorch checkpoint ({type(error).__name__}: {first_line[:200]})') from None
+    if not isinstance(checkpoint, dict):
+        raise ScriptError(f'checkpoint {path!r}: expected a dict of weights, got {type(checkpoint).__name__}')
+    return checkpoint
+
+
+def load_estimator_checked(name_or_path: str, kind: str, opt_path: Optional[str] = None,
+                           device: str = 'cpu') -> Tuple[object, str]:
+    """:func:`basicsr_blurfield.reference_models.load_estimator` for a script that needs estimators of ``kind``.
+
+    Args:
+        name_or_path (str): a checkpoint path or a reference-model name.
+        kind (str): 'ufpnet', 'basis' or 'offsets'.
+        opt_path (str, optional): training YAML whose ``network_g`` builds the network.
+        device (str): where to put the network.
+
+    Returns:
+        tuple: (network in eval mode, checkpoint path).
+
+    Raises:
+        ScriptError: no such file or name, empty / truncated file, a checkpoint of another kind of model (the message
+            names it and the script that takes it), or weights that do not fit the network.
+    """
+    from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
+    from basicsr_blurfield.reference_models import infer_kind, load_estimator, resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(name_or_path)
+    except (FileNotFoundError, KeyError) as error:
+        raise ScriptError(str(error.args[0] if error.args else error)) from None
+    checkpoint = _read_checkpoint(path)
+    state = unwrap_state_dict(checkpoint, 'params_ema' if 'params_ema' in checkpoint else None)
+    try:
+        found = checkpoint.get('kind') or infer_kind(state)
+    except KeyError:
+        raise ScriptError(f'checkpoint {path!r} is not a blur-field estimator ({len(state)} weights, e.g. '
+                          f'{sorted(state)[:3]}); this script needs {KIND_NAMES[kind][0]}') from None
+    if found != kind:
+        raise ScriptError(f'checkpoint {path!r} holds {KIND_NAMES[found][0]}; this script needs '
+                          f'{KIND_NAMES[kind][0]} (use {KIND_NAMES[found][1]} for that checkpoint)')
+    try:
+        net, _ = load_estimator(path, kind=kind, opt_path=opt_path, device=device)
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        first_line = str(error).strip().splitlines()[0][:300]
+        raise ScriptError(f'checkpoint {path!r} does not fit the network ({first_line}); pass the training options '
+                          'with --opt when the network is not the default configuration') from None
+    return net, path

@@ -1,0 +1,110 @@
+"""Estimate and draw the exposure trajectories of a blurry photo with a Motion-ETR offset network (Zhang et al.).
+
+    python scripts/estimate_trajectories.py IMAGE --checkpoint net_g_latest.pth -o trajectories.png \
+        [--num-steps 15] [--constraint quadratic] [--step 16] [--scale 1] [--max-size 512] [--save-field f.npz]
+
+The checkpoint is one of ours (a BasicSR file of ``MotionOffsetNet``, weights under ``params_ema`` or ``params``) or
+the authors' released ``OffsetNet_quad`` file (``latest_net_offset.pth``, converted by ``remap_official_keys``). The
+network's width and input channels are read off the weights, the constraint from the output width (2 channels:
+linear; 4: quadratic, or bilinear with ``--constraint bilinear``; 2 T: zero, free offsets of T instants).
+Constrained trajectories can be drawn at any odd ``--num-steps`` from the same weights; free offsets only at the T
+they were trained with. Each trajectory is drawn from blue (first instant) to red (last instant) through a white dot
+(the pixel, the sharp middle instant), so the colour shows the direction of motion in time. ``--save-field`` also
+writes the :class:`OffsetField` itself (``save_field``, .npz; ``load_field`` reads it back).
+"""
+import argparse
+from typing import Optional
+
+import cv2
+import torch
+
+import basicsr_blurfield  # noqa: F401  (applies compat, registers the archs)
+from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
+from basicsr_blurfield.archs.motion_offset_arch import MOTION_CONSTRAINTS, MotionOffsetNet, remap_official_keys
+from basicsr_blurfield.atomic import imwrite
+from basicsr_blurfield.fields import OffsetField, draw_trajectories, save_field
+
+
+def load_offset_net(checkpoint: str, constraint: Optional[str] = None) -> MotionOffsetNet:
+    """A MotionOffsetNet with the sizes and weights of ``checkpoint`` (ours or the authors'), in eval mode.
+
+    Args:
+        checkpoint (str): path of a ``.pth`` file.
+        constraint (str | None): one of ``zero, linear, bilinear, quadratic``; None infers it from the output width
+            (4 channels are taken as quadratic).
+
+    Raises:
+        KeyError: the file holds another network's weights.
+        ValueError: an unknown constraint, or one that does not match the output width.
+    """
+    if constraint is not None and constraint not in MOTION_CONSTRAINTS:
+        raise ValueError(f'--constraint: expected one of {MOTION_CONSTRAINTS}, got {constraint!r}')
+    loaded = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    state = unwrap_state_dict(loaded, 'params_ema' if isinstance(loaded, dict) and 'params_ema' in loaded else None)
+    if 'conv_1.1.weight' in state:
+        state = remap_official_keys(state)
+    if 'enc1.conv.weight' not in state or 'head.weight' not in state:
+        raise KeyError(f"{checkpoint}: expected a MotionOffsetNet checkpoint (enc1.conv.weight, head.weight) or the "
+                       f"authors' OffsetNet_quad (conv_1.1.weight, conv_out_0.weight); found {len(state)} keys such "
+                       f'as {sorted(state)[:4]}')
+    outputs = state['head.weight'].shape[0]
+    inferred = {2: ('linear', ), 4: ('quadratic', 'bilinear')}.get(outputs, ('zero', ))
+    constraint = constraint or inferred[0]
+    if constraint not in inferred:
+        raise ValueError(f'--constraint {constraint}: the checkpoint predicts {outputs} channels, which fits '
+                         f'{" or ".join(inferred)} (linear: 2, bilinear / quadratic: 4, zero: 2 T)')
+    num_steps = outputs // 2 if constraint == 'zero' else 15
+    net = MotionOffsetNet(
+        in_channels=state['enc1.conv.weight'].shape[1] // 4,
+        num_feat=state['enc1.conv.weight'].shape[0],
+        constraint=constraint,
+        num_steps=num_steps)
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def estimate(net: MotionOffsetNet, image_bgr, num_steps: Optional[int] = None) -> tuple:
+    """Runs ``net`` on an OpenCV image (H, W, 3) uint8 BGR. Returns (rgb tensor (1, 3, H, W), OffsetField)."""
+    rgb = torch.from_numpy(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        return rgb, net(rgb, num_steps=num_steps)
+
+
+def main(argv: Optional[list] = None) -> OffsetField:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('image', help='blurry photo (any format OpenCV reads)')
+    parser.add_argument('--checkpoint', required=True, help='MotionOffsetNet or authors\' OffsetNet_quad .pth')
+    parser.add_argument('-o', '--output', required=True, help='PNG of the trajectories drawn over the photo')
+    parser.add_argument('--num-steps', type=int, default=None, help='T, odd >= 3 (default: 15, or the trained T)')
+    parser.add_argument(
+        '--constraint',
+        default=None,
+        help=f'one of {", ".join(MOTION_CONSTRAINTS)} (default: '
+        'inferred from the checkpoint)')
+    parser.add_argument('--step', type=int, default=16, help='grid spacing of the drawn trajectories, pixels')
+    parser.add_argument('--scale', type=float, default=1.0, help='drawn length magnification (1: true length)')
+    parser.add_argument('--max-size', type=int, default=512, help='longer side the photo is resized to (0: keep)')
+    parser.add_argument('--save-field', default=None, help='also save the estimated field (.npz)')
+    args = parser.parse_args(argv)
+
+    image = cv2.imread(args.image, cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f'cannot read image {args.image!r}')
+    factor = args.max_size / max(image.shape[:2]) if args.max_size else 1.0
+    if factor < 1:
+        image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    net = load_offset_net(args.checkpoint, args.constraint)
+    rgb, field = estimate(net, image, args.num_steps)
+    drawing = draw_trajectories(rgb, field, step=args.step, scale=args.scale)
+    imwrite(args.output, cv2.cvtColor(drawing, cv2.COLOR_RGB2BGR))
+    if args.save_field:
+        save_field(args.save_field, field)
+    length = (field.offsets[:, -1] - field.offsets[:, 0]).norm(dim=1)
+    print(f'{args.output}: {net.constraint} trajectories of {field.num_steps} instants on a {field.height}x'
+          f'{field.width} image (blue first instant -> red last); first-to-last length mean {length.mean():.2f} px, '
+          f'max {length.max():.2f} px')
+    return field
+
+
+if __name__ == '__main__':
+    main()
