@@ -110,7 +110,8 @@ def test_command_line_refuses_a_missing_estimator(capsys):
 
 
 def test_kernel_moments_give_the_direction_and_length_of_linear_kernels():
-    kernels = torch.from_numpy(np.stack([gen.linear_kernel(19, 12.0, np.deg2rad(angle)) for angle in (0, 30, 90)])).float()
+    angles = (0, 30, 90)
+    kernels = torch.from_numpy(np.stack([gen.linear_kernel(19, 12.0, np.deg2rad(a)) for a in angles])).float()
     moments = bench.kernel_moments(kernels)
     assert moments['from_horizontal'][0] < 1 and moments['from_horizontal'][2] > 89
     assert float(moments['from_horizontal'][1]) == pytest.approx(30, abs=3)

@@ -46,7 +46,8 @@ def test_kind_and_sizes_are_read_off_a_plain_ufpnet_checkpoint(tmp_path):
     path = str(tmp_path / 'plain.pth')
     torch.save({'params': net.state_dict()}, path)
     loaded, kind = refs.load_estimator(path)
-    assert kind == 'ufpnet' and loaded.flow.size == 5 and loaded.kernel_extra.Encoding_Block1.Conv_head.out_channels == 4
+    assert kind == 'ufpnet' and loaded.flow.size == 5
+    assert loaded.kernel_extra.Encoding_Block1.Conv_head.out_channels == 4
     assert refs.stored_network_options(path) is None
 
 

@@ -15,6 +15,7 @@ from basicsr_blurfield.option_check import validate_options
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = {
     'estimation_ufpnet_ke.yml': {'kernel_size': 5, 'num_feat': 4, 'flow_num_block': 2, 'flow_hidden_size': 8},
+    'estimation_ufpnet_ke_stage2.yml': {'kernel_size': 5, 'num_feat': 4, 'flow_num_block': 2, 'flow_hidden_size': 8},
     'estimation_basis_kernels.yml': {'num_basis': 4, 'kernel_size': 9, 'num_feat': 8, 'enc_channels': [8, 8, 8],
                                      'kernel_channels': [8, 8, 8]},
 }
@@ -29,6 +30,9 @@ def tiny_recipe(name: str, root) -> dict:
     for phase, dataset in opt['datasets'].items():
         dataset.update(gt_size=16, kernel_size=5, min_region_area=20, phase=phase, num_worker_per_gpu=0)
     opt['network_g'].update(TINY[name])
+    if opt['path'].get('pretrain_network_g'):  # stage 2 starts from stage 1: a tiny prior is fitted instead
+        opt['path']['pretrain_network_g'] = None
+        opt['train']['prior_fit'] = {}
     if 'prior_fit' in opt['train']:
         opt['train']['prior_fit'].update(num_iter=3, pool_size=20, batch_size=8)
     opt['train']['kernel_opt']['num_samples'] = 64
