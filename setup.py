@@ -61,7 +61,7 @@ setup(
         'matplotlib',
         'pytorch-msssim',
     ],
-    extras_require={'test': ['pytest', 'pytorch-msssim'], 'video': ['imageio>=2.9', 'imageio-ffmpeg']},
+    extras_require={'test': ['pytest'], 'video': ['imageio>=2.9', 'imageio-ffmpeg']},
     cmdclass={'build_py': BuildPyWithHook, 'editable_wheel': EditableWheelWithHook},
     license='Apache-2.0',
 )

@@ -3,13 +3,16 @@
 Usage::
 
     python -m basicsr_blurfield.leaderboard RESULTS.json [RESULTS.json ...] [--markdown OUT] [--no-published]
+        [--published-setting gopro_trained|realblur_trained|motion_etr_gopro ...]
 
 Each RESULTS.json is a document written by ``python -m basicsr_blurfield.evaluate`` (one method on one protocol,
 or ``--complexity`` for the Params/MACs columns). Documents with the same ``method`` form one row. Columns: PSNR /
 SSIM on GoPro, HIDE, RealBlur-R, RealBlur-J, Params (M) and MACs (G) at 256 x 256 (Table 2 of the paper).
 
 The published rows (Tables 1 and 2, ``published_results.json``) are added by default, marked ``published`` in the
-Source column: they are the authors' numbers, not ours. Our rows say in the Source column which test sets (and how
+Source column: they are the authors' numbers, not ours. ``--published-setting`` picks which published tables join the
+rows (one or more of the settings in ``published_results.json``: the UFPNet paper's GoPro-trained Tables 1-2, its
+RealBlur-trained Table 3, Motion-ETR's Tables 5-6 with DMPHN and MA-DMPHN); default: ``gopro_trained``. Our rows say in the Source column which test sets (and how
 many images) they were computed on. A document enters a dataset's column only when it was scored on that dataset's
 official test set (``evaluate`` records ``dataset: custom`` otherwise, e.g. for 8 synthetic images under the GoPro
 protocol); other documents are refused with a message.
@@ -35,7 +38,8 @@ def load_published(path: str = PUBLISHED_RESULTS, setting: str = 'gopro_trained'
 
     Args:
         path (str): the published-results JSON. Default: the one shipped with the package.
-        setting (str): 'gopro_trained' (Tables 1-2) or 'realblur_trained' (Table 3). Default: 'gopro_trained'.
+        setting (str): 'gopro_trained' (UFPNet Tables 1-2), 'realblur_trained' (UFPNet Table 3) or
+            'motion_etr_gopro' (Motion-ETR Tables 5-6). Default: 'gopro_trained'.
 
     Returns:
         list[dict]: rows in the paper's order.
@@ -172,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--markdown', metavar='OUT', help='write the Markdown table here')
     parser.add_argument('--no-published', action='store_true', help='leave out the published reference rows')
     parser.add_argument('--published-file', default=PUBLISHED_RESULTS, help='published-results JSON')
+    parser.add_argument('--published-setting', nargs='+', default=['gopro_trained'], metavar='SETTING',
+                        help='published tables to add: gopro_trained (UFPNet Tables 1-2), realblur_trained (UFPNet '
+                        'Table 3), motion_etr_gopro (Motion-ETR Tables 5-6: DMPHN, MA-DMPHN); default: gopro_trained')
     return parser
 
 
@@ -180,7 +187,8 @@ def main(argv: Optional[list] = None) -> str:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        rows = [] if args.no_published else load_published(args.published_file)
+        rows = [] if args.no_published else [
+            row for setting in args.published_setting for row in load_published(args.published_file, setting)]
         rows += load_results(args.results)
     except (ValueError, KeyError, OSError) as error:
         parser.exit(2, f'error: {error}\n')

@@ -87,3 +87,16 @@ def test_a_result_on_other_images_is_refused_from_the_dataset_columns(tmp_path, 
     with pytest.raises(SystemExit):
         main([str(legacy)])
     assert 'on 10 images, not on the HIDE test set (2025 images)' in capsys.readouterr().err
+
+
+def test_the_motion_etr_published_rows_join_the_table_by_setting(tmp_path):
+    ours = _result(tmp_path, 'a.json', 'Ours', 'gopro', 33.0, 0.96)
+    default = main([ours])
+    assert 'MA-DMPHN' not in default
+    text = main([ours, '--published-setting', 'gopro_trained', 'motion_etr_gopro'])
+    lines = text.splitlines()
+    motion_etr = [line for line in lines if 'published (Motion-ETR paper, Tables 5-6)' in line]
+    assert any(line.startswith('| DMPHN(1-2-4) | 30.21 | 0.934 |') for line in motion_etr), motion_etr
+    assert any(line.startswith('| UFPNet | 34.06 | 0.968 |') for line in lines)
+    with pytest.raises(SystemExit):
+        main([ours, '--published-setting', 'no_such_table'])
