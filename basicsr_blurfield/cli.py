@@ -64,25 +64,9 @@ def grid_step(step: int, height: int, width: int) -> int:
     return max(2, min(step, height, width))
 
 
-def _read_checkpoint(path: str) -> dict:
-    import torch
-
-    if os.path.getsize(path) == 0:
-        raise ScriptError(f'checkpoint {path!r} is empty (0 bytes)')
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for broken files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ''
-        raise ScriptError(f'checkpoint {path!r} ({os.path.getsize(path)} bytes) cannot be read: truncated or not a '
-                          f'PyTorch checkpoint ({type(error).__name__}: {first_line[:200]})') from None
-    if not isinstance(checkpoint, dict):
-        raise ScriptError(f'checkpoint {path!r}: expected a dict of weights, got {type(checkpoint).__name__}')
-    return checkpoint
-
-
 def load_estimator_checked(name_or_path: str, kind: str, opt_path: Optional[str] = None,
                            device: str = 'cpu') -> Tuple[object, str]:
-    """:func:`basicsr_blurfield.reference_models.load_estimator` for a script that needs estimators of ``kind``.
+    """:func:`basicsr_blurfield.restoration.estimators.load_network` for a script that needs estimators of ``kind``.
 
     Args:
         name_or_path (str): a checkpoint path or a reference-model name.
@@ -98,25 +82,30 @@ def load_estimator_checked(name_or_path: str, kind: str, opt_path: Optional[str]
             names it and the script that takes it), or weights that do not fit the network.
     """
     from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
-    from basicsr_blurfield.reference_models import infer_kind, load_estimator, resolve_checkpoint
+    from basicsr_blurfield.reference_models import NETWORK_OF_KIND, resolve_checkpoint
+    from basicsr_blurfield.restoration.estimators import (NotAnEstimatorError, identify_checkpoint, load_network,
+                                                          read_checkpoint)
 
     try:
         path = resolve_checkpoint(name_or_path)
-    except (FileNotFoundError, KeyError) as error:
+        checkpoint = read_checkpoint(path)
+    except (FileNotFoundError, KeyError, ValueError) as error:
         raise ScriptError(str(error.args[0] if error.args else error)) from None
-    checkpoint = _read_checkpoint(path)
     state = unwrap_state_dict(checkpoint, 'params_ema' if 'params_ema' in checkpoint else None)
     try:
-        found = checkpoint.get('kind') or infer_kind(state)
-    except KeyError:
+        network = identify_checkpoint(state)
+    except NotAnEstimatorError:
+        network = None
+    found = {value: key for key, value in NETWORK_OF_KIND.items()}.get(network)
+    if found is None:
         raise ScriptError(f'checkpoint {path!r} is not a blur-field estimator ({len(state)} weights, e.g. '
-                          f'{sorted(state)[:3]}); this script needs {KIND_NAMES[kind][0]}') from None
+                          f'{sorted(state)[:3]}); this script needs {KIND_NAMES[kind][0]}')
     if found != kind:
         raise ScriptError(f'checkpoint {path!r} holds {KIND_NAMES[found][0]}; this script needs '
                           f'{KIND_NAMES[kind][0]} (use {KIND_NAMES[found][1]} for that checkpoint)')
     try:
-        net, _ = load_estimator(path, kind=kind, opt_path=opt_path, device=device)
-    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        _, net = load_network(path, device=device, opt_path=opt_path)
+    except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0][:300]
         raise ScriptError(f'checkpoint {path!r} does not fit the network ({first_line}); pass the training options '
                           'with --opt when the network is not the default configuration') from None

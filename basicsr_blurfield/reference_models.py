@@ -9,7 +9,8 @@ also carries ``kind`` (``ufpnet`` | ``basis`` | ``offsets``), the ``network_g`` 
     net, kind = load_estimator('ufpnet-ke-reference')   # or a path to any of our / the published checkpoints
     field = net(blurry)                                 # (N, 3, H, W) -> KernelField / BasisField / OffsetField
 
-:func:`export_reference` writes such a file from a training checkpoint and its options.
+:func:`export_reference` writes such a file from a training checkpoint and its options. Loading goes through the one
+checkpoint loader, :func:`basicsr_blurfield.restoration.estimators.load_network`.
 """
 import os
 from typing import Optional, Tuple
@@ -18,7 +19,7 @@ import torch
 import yaml
 from torch import nn
 
-__all__ = ['KINDS', 'REFERENCE_MODELS', 'export_reference', 'infer_kind', 'load_estimator', 'reference_model_path',
+__all__ = ['KINDS', 'NETWORK_OF_KIND', 'REFERENCE_MODELS', 'export_reference', 'load_estimator', 'reference_model_path',
            'resolve_checkpoint', 'stored_network_options']
 
 KINDS = ('ufpnet', 'basis', 'offsets')
@@ -27,7 +28,7 @@ REFERENCE_MODELS = {
     'ufpnet-ke-reference': 'ufpnet_ke_reference.pth',
     'basis-kernels-reference': 'basis_kernels_reference.pth',
 }
-_DEFAULT_TYPES = {'ufpnet': 'FlowKernelEstimator', 'basis': 'BasisKernelNet', 'offsets': 'MotionOffsetNet'}
+NETWORK_OF_KIND = {'ufpnet': 'FlowKernelEstimator', 'basis': 'BasisKernelNet', 'offsets': 'MotionOffsetNet'}
 
 
 def reference_model_path(name: str) -> str:
@@ -62,83 +63,39 @@ def stored_network_options(path: str) -> Optional[dict]:
     return dict(options) if isinstance(options, dict) else None
 
 
-def infer_kind(state: dict) -> str:
-    """Estimator family of a state dict from its parameter names (ours or the published ones)."""
-    if any(key.startswith('kernel_extra.') for key in state):
-        return 'ufpnet'
-    if any(key.startswith(('conv_in.', 'inc_rgb.')) for key in state):
-        return 'basis'
-    if any(key.startswith(('enc1.', 'conv_1.')) for key in state):
-        return 'offsets'
-    raise KeyError(f'cannot tell the estimator family from {len(state)} keys (e.g. {sorted(state)[:5]}); pass kind '
-                   f'as one of {KINDS}')
-
-
-def _ufpnet_options(state: dict) -> dict:
-    """FlowKernelEstimator sizes read off its weights (K, width, flow blocks and hidden size)."""
-    head = state['kernel_extra.Encoding_Block1.Conv_head.weight']
-    return {
-        'type': 'FlowKernelEstimator',
-        'img_channel': head.shape[1],
-        'kernel_size': int(state['flow.kernel_size']),
-        'num_feat': head.shape[0],
-        'flow_num_block': sum(1 for key in state if key.startswith('flow.') and key.endswith('.mask')),
-        'flow_hidden_size': state['flow.net.0.s_net.0.weight'].shape[0],
-    }
-
-
 def load_estimator(name_or_path: str, kind: Optional[str] = None, opt_path: Optional[str] = None,
                    device: str = 'cpu') -> Tuple[nn.Module, str]:
-    """Builds an estimator and loads its weights, in eval mode (deterministic).
+    """Builds an estimator and loads its weights, in eval mode (deterministic), through
+    :func:`basicsr_blurfield.restoration.estimators.load_network`.
 
     Network options come from, in order: ``opt_path`` (a training YAML's ``network_g``), the checkpoint's own
-    ``network_g`` (reference models), the sizes read off the weights (UFPNet family), the defaults of the kind.
-    Published checkpoints (UFPNet, the basis ``TwoHeadsNetwork``, Motion-ETR) are remapped to our names.
+    ``network_g`` (reference models), the sizes read off the weights. Published checkpoints (UFPNet, the basis
+    ``TwoHeadsNetwork``, Motion-ETR) are remapped to our names.
 
     Args:
         name_or_path (str): reference-model name or checkpoint path.
-        kind (str, optional): ``'ufpnet'``, ``'basis'`` or ``'offsets'``; default from the checkpoint.
+        kind (str, optional): ``'ufpnet'``, ``'basis'`` or ``'offsets'``: the kind the checkpoint must hold; default:
+            whatever estimator it holds.
         opt_path (str, optional): options YAML with ``network_g``.
         device (str): where to put the network.
 
     Returns:
         tuple: (network, kind). ``network(lq)`` maps (N, 3, H, W) to a blur field.
+
+    Raises:
+        ValueError: an unknown ``kind``, a checkpoint of another kind or of no blur-field estimator, or weights that do
+            not fit the network.
     """
-    import basicsr_blurfield  # noqa: F401  (registers the archs)
-    from basicsr.archs import build_network
-    from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
+    from basicsr_blurfield.restoration.estimators import load_network
 
     if kind is not None and kind not in KINDS:
         raise ValueError(f'kind: expected one of {KINDS}, got {kind!r}')
-    path = resolve_checkpoint(name_or_path)
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f'{path}: expected a checkpoint dict, got {type(checkpoint).__name__}')
-    state = unwrap_state_dict(checkpoint, 'params_ema' if 'params_ema' in checkpoint else None)
-    kind = kind or checkpoint.get('kind') or infer_kind(state)
-    if kind == 'ufpnet':
-        from basicsr_blurfield.archs.ufpnet_arch import remap_official_keys
-        state = {k: v for k, v in remap_official_keys(state).items() if k.startswith(('kernel_extra.', 'flow.'))}
-        if 'flow.kernel_size' not in state:
-            raise KeyError(f'{path}: expected a UFPNet kernel estimator (kernel_extra.*, flow.* weights)')
-    elif kind == 'basis' and any(key.startswith('inc_rgb.') for key in state):
-        from basicsr_blurfield.archs.basis_kernel_arch import remap_official_keys
-        state = remap_official_keys(state)
-    elif kind == 'offsets' and any(key.startswith('conv_1.') for key in state):
-        from basicsr_blurfield.archs.motion_offset_arch import remap_official_keys
-        state = remap_official_keys(state)
-    if opt_path is not None:
-        with open(opt_path) as handle:
-            net_opt = yaml.safe_load(handle)['network_g']
-    elif isinstance(checkpoint.get('network_g'), dict):
-        net_opt = checkpoint['network_g']
-    elif kind == 'ufpnet':
-        net_opt = _ufpnet_options(state)
-    else:
-        net_opt = {'type': _DEFAULT_TYPES[kind]}
-    net = build_network(dict(net_opt))
-    net.load_state_dict(state, strict=True)
-    return net.to(device).eval(), kind
+    network, net = load_network(name_or_path, device=device, opt_path=opt_path)
+    found = {value: key for key, value in NETWORK_OF_KIND.items()}.get(network)
+    if found is None or (kind is not None and found != kind):
+        wanted = NETWORK_OF_KIND[kind] if kind else f'one of {sorted(NETWORK_OF_KIND.values())}'
+        raise ValueError(f'{name_or_path}: holds a {network}; expected {wanted} (kind {kind or KINDS})')
+    return net, found
 
 
 def export_reference(checkpoint: str, opt_path: str, destination: str, kind: str, meta: dict) -> None:

@@ -12,16 +12,9 @@ resident on top of the network and its inputs. *Time* is the fastest of ``--repe
 ``--width`` scales every width of G and F (64: published) for quick checks.
 """
 import argparse
-import multiprocessing as mp
 import time
 
-
-def _status(field: str) -> float:
-    with open('/proc/self/status') as handle:
-        for line in handle:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) / 1024
-    raise KeyError(field)
+from _common import run_spawned, status_bytes
 
 
 def _measure(net_name: str, size: tuple, args: dict, queue) -> None:
@@ -42,7 +35,7 @@ def _measure(net_name: str, size: tuple, args: dict, queue) -> None:
     times = []
     with torch.no_grad():
         run(torch.rand(1, 3, 128, 128))
-        before = _status('VmRSS')
+        before = status_bytes('VmRSS') / 2**20
         with open('/proc/self/clear_refs', 'w') as handle:
             handle.write('5')
         for _ in range(args['repeat']):
@@ -52,18 +45,12 @@ def _measure(net_name: str, size: tuple, args: dict, queue) -> None:
     queue.put({
         'params': sum(p.numel() for p in net.parameters()),
         'seconds': min(times),
-        'peak_mib': _status('VmHWM') - before
+        'peak_mib': status_bytes('VmHWM') / 2**20 - before
     })
 
 
 def measure(net_name: str, size: tuple, args: dict) -> dict:
-    context = mp.get_context('spawn')
-    queue = context.Queue()
-    process = context.Process(target=_measure, args=(net_name, size, args, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+    return run_spawned(_measure, net_name, size, args)
 
 
 def main() -> None:

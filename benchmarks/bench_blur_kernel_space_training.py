@@ -28,6 +28,7 @@ import time
 import numpy as np
 import torch
 import yaml
+from _common import training_steps
 
 import basicsr_blurfield  # noqa: F401  (applies compat, registers everything)
 from basicsr.data import build_dataset
@@ -183,21 +184,12 @@ def main() -> None:
     figures = {'params': sum(p.numel() for p in model.net.parameters()), 'before': validation_figures(model, val_set)}
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=args.batch, shuffle=True, generator=torch.Generator().manual_seed(args.seed))
-    start, step, losses = time.time(), 0, []
-    while step < args.iters:
-        for batch in loader:
-            step += 1
-            model.feed_data(batch)
-            model.optimize_parameters(step)
-            model.update_learning_rate(step)
-            losses.append(float(model.log_dict['l_pix']))
-            if step % 100 == 0:
-                print(
-                    f'iter {step}: l_pix (mean of last 100) {np.mean(losses[-100:]):.1f}, '
-                    f'{time.time() - start:.0f} s',
-                    flush=True)
-            if step == args.iters:
-                break
+    start, losses = time.time(), []
+    for step in training_steps(model, loader, args.iters):
+        losses.append(float(model.log_dict['l_pix']))
+        if step % 100 == 0:
+            print(f'iter {step}: l_pix (mean of last 100) {np.mean(losses[-100:]):.1f}, {time.time() - start:.0f} s',
+                  flush=True)
     figures['train_seconds'] = time.time() - start
     figures['l_pix_first_100'], figures['l_pix_last_100'] = float(np.mean(losses[:100])), float(np.mean(losses[-100:]))
     figures['after'] = validation_figures(model, val_set)

@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/bench_deconvolution.py                    # 256x256 on 4 photos x 3 field types, then 720p
+    python benchmarks/bench_deconvolution.py --only-720p        # the 720p run alone
     python benchmarks/bench_deconvolution.py --quick            # 2 photos at 96x96, no 720p (smoke run)
     python benchmarks/bench_deconvolution.py --estimator KE.pth # adds rows with fields estimated by a checkpoint
 
@@ -12,14 +13,18 @@ up to 3 regions with camera-shake kernels, K=21), ``kernel`` (smooth camera moti
 ``offset`` (smooth camera motion as 15-step trajectories); then Gaussian noise sigma 0.01 is added and the image
 clipped to [0, 1]. Each method restores every image with the ground-truth field (or, with ``--estimator``, with the
 field the network estimates from the blurry image). PSNR is on [0, 1] images, the whole image (borders included);
-time is per image, one intra-op thread. ``CG (prior) steps to reach RL-TV (n it.)`` is, per image, the first budget
-(half-quadratic rounds x CG steps, in :data:`GRADIENT_BUDGETS` / :data:`TV_BUDGETS` order) whose PSNR matches RL-TV's
-with n iterations on that image, with its time and that time over RL-TV's (mean over the images where one does; the
-count says on how many): the issue's target is at most a third of RL-TV's time.
-The 720p rows are one run each on the astronaut photo with the ``basis`` field.
+time is the solver call's wall time per image, one intra-op thread, one process: every solve (RL-TV and CG alike) runs
+once untimed, then :data:`REPEAT` (``--repeat``) timed calls, the least kept. ``<solver> to reach RL-TV (n it.)``
+gives two cells per field type: the first budget (half-quadratic rounds x CG steps, in :data:`GRADIENT_BUDGETS` /
+:data:`TV_BUDGETS` order) whose PSNR matches RL-TV's with n iterations on each image, as steps and time over RL-TV's
+(mean over the images where one does; the count says on how many), and the first single budget that matches it on
+every image with its mean time over RL-TV's. The issue's target is at most a third of RL-TV's time.
+The 720p rows are one timed run each on the astronaut photo with the ``basis`` field, budgets tried up to the first
+that reaches the reference.
 """
 import argparse
 import time
+from functools import partial
 
 import cv2
 import numpy as np
@@ -38,14 +43,17 @@ METHODS = {
     'CG, gradient prior (12 steps)': lambda blurry, field: deconvolve_cg(blurry, field, prior='gradient'),
     'CG, gradient prior (40 steps)': lambda blurry, field: deconvolve_cg(blurry, field, prior='gradient', cg_iter=40),
     'CG, TV prior (3 half-quadratic rounds x 8 steps)': lambda blurry, field: deconvolve_cg(blurry, field, prior='tv'),
+    'PCG, TV prior (3 x 8, preconditioned)': partial(deconvolve_cg, prior='tv', precondition=True),
 }
-GRADIENT_BUDGETS = tuple((1, steps) for steps in (4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 60))
-TV_BUDGETS = ((1, 4), (1, 6), (2, 4), (2, 6), (3, 6), (3, 8), (4, 8), (4, 10), (5, 12), (6, 15))
-REACH = (
-    ('gradient', GRADIENT_BUDGETS, 'RL-TV (30 it.)'),
-    ('tv', TV_BUDGETS, 'RL-TV (30 it.)'),
-    ('tv', TV_BUDGETS, 'RL-TV (100 it.)'),
+GRADIENT_BUDGETS = tuple((1, steps) for steps in (4, 6, 8, 10, 12, 15, 20, 25, 30, 40))
+TV_BUDGETS = ((1, 4), (1, 6), (2, 3), (2, 4), (2, 5), (3, 4), (2, 6), (3, 5), (4, 4), (3, 6), (4, 5), (4, 6), (4, 8))
+REACH = (  # (label, prior, preconditioned, budgets, reference)
+    ('CG gradient', 'gradient', False, GRADIENT_BUDGETS, 'RL-TV (30 it.)'),
+    ('CG TV', 'tv', False, TV_BUDGETS, 'RL-TV (30 it.)'),
+    ('PCG TV', 'tv', True, TV_BUDGETS, 'RL-TV (30 it.)'),
+    ('PCG TV', 'tv', True, TV_BUDGETS, 'RL-TV (100 it.)'),
 )
+REPEAT = 3
 
 
 def psnr(restored: torch.Tensor, sharp: torch.Tensor) -> float:
@@ -84,21 +92,29 @@ def make_field(kind: str, height: int, width: int, seed: int):
 
 
 def timed(function, *args):
-    start = time.perf_counter()
+    """(output, seconds): the least wall time of :data:`REPEAT` calls after one untimed warm-up call."""
     out = function(*args)
-    return out, time.perf_counter() - start
+    best = float('inf')
+    for _ in range(REPEAT):
+        start = time.perf_counter()
+        out = function(*args)
+        best = min(best, time.perf_counter() - start)
+    return out, best
 
 
-def steps_to_reach(blurry, field, sharp, prior: str, budgets, target: float):
-    """The first (rounds, steps) budget whose PSNR reaches ``target``: (total CG steps, seconds), or (None, None)."""
+def budget_runs(blurry, field, sharp, prior: str, precondition: bool, budgets, stop_at: float = None) -> list:
+    """(PSNR, seconds) of every (rounds, steps) budget, or up to the first whose PSNR reaches ``stop_at``."""
+    runs = []
     for rounds, steps in budgets:
-        restored, seconds = timed(lambda: deconvolve_cg(blurry, field, prior=prior, num_iter=rounds, cg_iter=steps))
-        if psnr(restored, sharp) >= target:
-            return rounds * steps, seconds
-    return None, None
+        restored, seconds = timed(lambda: deconvolve_cg(
+            blurry, field, prior=prior, num_iter=rounds, cg_iter=steps, precondition=precondition))
+        runs.append((psnr(restored, sharp), seconds))
+        if stop_at is not None and runs[-1][0] >= stop_at:
+            break
+    return runs
 
 
-def run_case(sharp: torch.Tensor, field, estimator, seed: int) -> dict:
+def run_case(sharp: torch.Tensor, field, estimator, seed: int, every_budget: bool = True) -> dict:
     noise = torch.randn(sharp.shape, generator=torch.Generator().manual_seed(seed))
     blurry = (field.blur(sharp) + 0.01 * noise).clamp(0, 1)
     row = {'blurry input': (psnr(blurry, sharp), 0.0)}
@@ -110,14 +126,38 @@ def run_case(sharp: torch.Tensor, field, estimator, seed: int) -> dict:
     for name, method in METHODS.items():
         restored, seconds = timed(method, blurry, used)
         row[name] = (psnr(restored, sharp), seconds)
-    for prior, budgets, reference in REACH:
-        steps, seconds = steps_to_reach(blurry, used, sharp, prior, budgets, row[reference][0])
-        row[f'CG ({prior} prior) steps to reach {reference}'] = (steps, seconds, row[reference][1])
+    done = {}
+    for label, prior, precondition, budgets, reference in REACH:
+        if every_budget:  # the same runs serve every reference
+            if label not in done:
+                done[label] = budget_runs(blurry, used, sharp, prior, precondition, budgets)
+            runs = done[label]
+        else:
+            runs = budget_runs(blurry, used, sharp, prior, precondition, budgets, row[reference][0])
+        row[f'{label} to reach {reference}'] = (runs, budgets, row[reference])
     return row
 
 
+def reach_cells(values) -> list:
+    """Two cells for one field type: the first budget reaching the reference on each image (its steps and time over
+    the reference's, mean over the images where one does), and the first budget that reaches it on all images."""
+    runs, budgets, _ = values[0]
+    ratios = [[seconds / reference[1] for _, seconds in runs] for runs, _, reference in values]
+    reached = [[value >= reference[0] for value, _ in runs] for runs, _, reference in values]
+    firsts = [hits.index(True) for hits in reached if True in hits]
+    per_image = [ratio[hits.index(True)] for ratio, hits in zip(ratios, reached) if True in hits]
+    steps = np.mean([budgets[i][0] * budgets[i][1] for i in firsts]) if firsts else float('nan')
+    first = (f'{steps:.1f} steps, {np.mean(per_image):.2f}x ({len(firsts)}/{len(values)})') if firsts else \
+        f'(0/{len(values)})'
+    common = [i for i in range(min(map(len, reached))) if all(hits[i] for hits in reached)]
+    if not common:
+        return [first, 'none']
+    rounds, steps_each = budgets[common[0]]
+    return [first, f'{rounds} x {steps_each}: {np.mean([ratio[common[0]] for ratio in ratios]):.2f}x']
+
+
 def print_table(title: str, rows: dict) -> None:
-    """rows: column -> list of per-image dicts (method -> (psnr, seconds))."""
+    """rows: column -> list of per-image dicts (method -> (psnr, seconds), or budget runs for the reach rows)."""
     columns = list(rows)
     print(f'\n### {title}\n')
     print('| method | ' + ' | '.join(f'{c}: PSNR (dB) | {c}: s / image' for c in columns) + ' |')
@@ -126,26 +166,24 @@ def print_table(title: str, rows: dict) -> None:
         cells = []
         for column in columns:
             values = [case[method] for case in rows[column]]
-            if ' steps to reach ' in method:
-                reached = [v for v in values if v[0] is not None]
-                steps = np.mean([v[0] for v in reached]) if reached else float('nan')
-                seconds = np.mean([v[1] for v in reached]) if reached else float('nan')
-                ratio = np.mean([v[1] / v[2] for v in reached]) if reached else float('nan')
-                cells += [
-                    f'{steps:.1f} steps ({len(reached)}/{len(values)} reached)', f'{seconds:.3f} ({ratio:.2f} of RL-TV)'
-                ]
+            if ' to reach ' in method:
+                cells += reach_cells(values)
             else:
                 cells += [f'{np.mean([v[0] for v in values]):.2f}', f'{np.mean([v[1] for v in values]):.3f}']
         print(f'| {method} | ' + ' | '.join(cells) + ' |')
 
 
 def main() -> None:
+    global REPEAT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='2 photos at 96x96, no 720p')
     parser.add_argument('--estimator', default=None, help='checkpoint of a field estimator (adds estimated rows)')
     parser.add_argument('--threads', type=int, default=1, help='intra-op threads (default 1)')
     parser.add_argument('--no-720p', action='store_true', help='skip the 720p run')
+    parser.add_argument('--only-720p', action='store_true', help='only the 720p run')
+    parser.add_argument('--repeat', type=int, default=REPEAT, help=f'timed calls per solve (default {REPEAT})')
     args = parser.parse_args()
+    REPEAT = max(1, args.repeat)
     torch.set_num_threads(args.threads)
     estimator = None
     if args.estimator:
@@ -158,7 +196,7 @@ def main() -> None:
     size = 96 if args.quick else 256
     photos = PHOTOS[:2] if args.quick else PHOTOS
     truth, estimated = {}, {}
-    for kind in FIELDS:
+    for kind in () if args.only_720p else FIELDS:
         for index, name in enumerate(photos):
             sharp = photo(name, size, size)
             field = make_field(kind, size, size, seed=100 * FIELDS.index(kind) + index)
@@ -166,13 +204,16 @@ def main() -> None:
             if estimator is not None:
                 estimated.setdefault(kind, []).append(run_case(sharp, field, estimator, seed=index))
             print(f'{kind} {name}: done', flush=True)
-    print_table(f'{size}x{size}, ground-truth fields (mean over {len(photos)} photos)', truth)
-    if estimator is not None:
+    if truth:
+        print_table(f'{size}x{size}, ground-truth fields (mean over {len(photos)} photos)', truth)
+    if estimated:
         print_table(f'{size}x{size}, fields estimated by {args.estimator}', estimated)
     if not (args.quick or args.no_720p):
         sharp = photo('astronaut', 720, 1280)
         field = make_field('basis', 720, 1280, seed=7)
-        print_table('1280x720 (astronaut, basis field, one run)', {'basis': [run_case(sharp, field, None, seed=0)]})
+        REPEAT = 1
+        case = run_case(sharp, field, None, seed=0, every_budget=False)
+        print_table('1280x720 (astronaut, basis field, one timed run each)', {'basis': [case]})
 
 
 if __name__ == '__main__':

@@ -29,14 +29,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 import math
 
 import torch
 import torch.nn.functional as F
+from _common import run_child, status_bytes, time_and_peak_cells
 
 from basicsr_blurfield.fields import BasisField, KernelField, OffsetField, normalize_kernels
 from basicsr_blurfield.fields._common import pad_image
@@ -222,14 +221,6 @@ def operation(kind, impl):
     return ((lambda x, o: OffsetField(o, check=False).blur(x)), loop_offset_blur)[impl]
 
 
-def _status(key):
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(key + ':'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f'{key} not found in /proc/self/status')
-
-
 def run_one(kind, sizes, impl, backward, repeats, clock='wall'):
     """Runs in the child process; returns a dict with seconds and peak bytes."""
     timer = time.process_time if clock == 'cpu' else time.perf_counter
@@ -244,13 +235,13 @@ def run_one(kind, sizes, impl, backward, repeats, clock='wall'):
                 tensor.grad = None
         return out
 
-    before = _status('VmRSS')
+    before = status_bytes('VmRSS')
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')
     start = timer()
     step()
     first = timer() - start
-    peak = _status('VmHWM') - before
+    peak = status_bytes('VmHWM') - before
     times = [first]
     if first < 60:
         times = []
@@ -273,18 +264,8 @@ def run_case(name, kind, sizes, impl, backward, repeats, threads, memory_fractio
     need = estimate_bytes(kind, sizes, impl, backward)
     if need > memory_fraction * mem_available():
         return {'skipped': f'needs ~{need / GIB:.0f} GiB'}
-    payload = json.dumps(dict(kind=kind, sizes=sizes, impl=impl, backward=backward, repeats=repeats, clock=clock))
-    cmd = [sys.executable, os.path.abspath(__file__), '--child', payload, '--threads', str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {'skipped': f'failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}'}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def fmt(result):
-    if 'skipped' in result:
-        return result['skipped'], '-'
-    return f"{result['seconds']:.3f}", f"{result['peak_bytes'] / 2**20:.0f}"
+    payload = dict(kind=kind, sizes=sizes, impl=impl, backward=backward, repeats=repeats, clock=clock)
+    return run_child(os.path.abspath(__file__), payload, threads)
 
 
 def main():
@@ -328,9 +309,10 @@ def main():
                     speed = f"{ours['seconds'] / base['seconds']:.2f}"
                     ratio = f"{ours['peak_bytes'] / max(base['peak_bytes'], 1):.3f}"
                 mode = 'fwd+bwd' if backward else 'fwd'
+                cells_ours, cells_base = ' | '.join(time_and_peak_cells(ours)), ' | '.join(time_and_peak_cells(base))
                 print(
-                    f'| {name} | {mode} | {IMPLS[kind][0]} | {" | ".join(fmt(ours))} | {IMPLS[kind][impl]} | '
-                    f'{" | ".join(fmt(base))} | {speed} | {ratio} |',
+                    f'| {name} | {mode} | {IMPLS[kind][0]} | {cells_ours} | {IMPLS[kind][impl]} | {cells_base} | '
+                    f'{speed} | {ratio} |',
                     flush=True)
 
 

@@ -27,12 +27,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from _common import run_child, status_bytes, time_and_peak_cells
 
 import basicsr_blurfield  # noqa: F401  (applies compat, registers the archs)
 from basicsr_blurfield.archs.motion_offset_arch import MotionOffsetNet
@@ -58,14 +57,6 @@ def published_blur(sharp, start, end, steps=STEPS):
             ((cols + chunk[:, 0]) * (2 / (width - 1)) - 1, (rows + chunk[:, 1]) * (2 / (height - 1)) - 1), -1)
         warped.append(F.grid_sample(sharp, grid, padding_mode='zeros', align_corners=True))
     return sum(warped) / steps
-
-
-def _status(key):
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(key + ':'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f'{key} not found in /proc/self/status')
 
 
 def run_one(sizes, impl, mode, repeats):
@@ -96,13 +87,13 @@ def run_one(sizes, impl, mode, repeats):
                 for tensor in list(net.parameters()) + ([sharp, start, end] if mode == 'blur only' else []):
                     tensor.grad = None
 
-    before = _status('VmRSS')
+    before = status_bytes('VmRSS')
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')
     start_time = time.perf_counter()
     step()
     first = time.perf_counter() - start_time
-    peak = _status('VmHWM') - before
+    peak = status_bytes('VmHWM') - before
     times = []
     for _ in range(repeats):
         start_time = time.perf_counter()
@@ -112,18 +103,7 @@ def run_one(sizes, impl, mode, repeats):
 
 
 def run_case(sizes, impl, mode, repeats, threads):
-    payload = json.dumps(dict(sizes=sizes, impl=impl, mode=mode, repeats=repeats))
-    cmd = [sys.executable, os.path.abspath(__file__), '--child', payload, '--threads', str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {'skipped': f'failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}'}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def fmt(result):
-    if 'skipped' in result:
-        return result['skipped'], '-'
-    return f"{result['seconds']:.3f}", f"{result['peak_bytes'] / 2**20:.0f}"
+    return run_child(os.path.abspath(__file__), dict(sizes=sizes, impl=impl, mode=mode, repeats=repeats), threads)
 
 
 def main():
@@ -155,9 +135,8 @@ def main():
                 speed = f"{ours['seconds'] / base['seconds']:.2f}"
                 ratio = f"{ours['peak_bytes'] / max(base['peak_bytes'], 1):.2f}"
             label = 'blur only, fwd+bwd' if mode == 'blur only' else f'net + blur, {mode}'
-            print(
-                f'| {name} | {label} | {" | ".join(fmt(ours))} | {" | ".join(fmt(base))} | {speed} | {ratio} |',
-                flush=True)
+            cells_ours, cells_base = ' | '.join(time_and_peak_cells(ours)), ' | '.join(time_and_peak_cells(base))
+            print(f'| {name} | {label} | {cells_ours} | {cells_base} | {speed} | {ratio} |', flush=True)
 
 
 if __name__ == '__main__':

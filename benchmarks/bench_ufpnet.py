@@ -27,7 +27,6 @@ returned field, backward, gradient clipping, AdamW (estimator frozen, as in stag
 import argparse
 import contextlib
 import json
-import multiprocessing as mp
 import resource
 import time
 
@@ -143,13 +142,9 @@ def _measure(kind: str, variant: str, args: dict, queue) -> None:
 
 
 def measure(kind, variant: str, args: dict) -> dict:
-    context = mp.get_context('spawn')
-    queue = context.Queue()
-    process = context.Process(target=_measure, args=(kind, variant, args, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+    from _common import run_spawned  # the benchmarks folder (tests load this file for its reference path only)
+
+    return run_spawned(_measure, kind, variant, args)
 
 
 def main() -> None:

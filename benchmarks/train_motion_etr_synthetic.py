@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 import yaml
+from _common import training_steps
 
 import basicsr_blurfield  # noqa: F401  (applies compat, registers everything)
 from basicsr.data import build_dataset
@@ -96,17 +97,10 @@ def main() -> None:
     report(0, 0)
     loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch, shuffle=True,
                                          generator=torch.Generator().manual_seed(args.seed))
-    step, start = 0, time.perf_counter()
-    while step < args.iters:
-        for batch in loader:
-            step += 1
-            model.feed_data(batch)
-            model.optimize_parameters(step)
-            model.update_learning_rate(step)
-            if step % args.every == 0 or step == args.iters:
-                report(step, time.perf_counter() - start)
-            if step == args.iters:
-                break
+    start = time.perf_counter()
+    for step in training_steps(model, loader, args.iters):
+        if step % args.every == 0 or step == args.iters:
+            report(step, time.perf_counter() - start)
     if args.out:
         torch_save({'params': model.net_g.state_dict()}, os.path.join(args.out, 'net_g_short_run.pth'))
         batch = next(iter(torch.utils.data.DataLoader(val_set, batch_size=1)))

@@ -8,7 +8,7 @@ A folder with ground-truth masks -> per-image average precision and mAP (CUHK pr
 
 The checkpoint may be ours (BasicSR layout, weights under ``params`` / ``params_ema``) or the authors' released
 ``TwoHeadsNetwork`` state dict (converted with ``remap_official_keys``). The network is ``BasisKernelNet`` with the
-published configuration unless ``--opt`` names a training YAML whose ``network_g`` section describes it.
+sizes read off the weights unless ``--opt`` names a training YAML whose ``network_g`` section describes it.
 """
 import argparse
 import os
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--checkpoint', required=True,
                         help='BasisKernelNet weights (ours, the official .pkl, or a reference-model name such as '
                         'basis-kernels-reference)')
-    parser.add_argument('--opt', help='YAML whose network_g describes the network (default: published B=25, K=33)')
+    parser.add_argument('--opt', help='YAML whose network_g describes the network (default: sizes read off weights)')
     parser.add_argument('-o', '--output', help='mask PNG to write (single image)')
     parser.add_argument('--score', help='also write the soft score (0-255) as a PNG')
     parser.add_argument('--kernels', help='also write the estimated kernels drawn over the image')

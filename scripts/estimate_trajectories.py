@@ -19,14 +19,15 @@ import cv2
 import torch
 
 import basicsr_blurfield  # noqa: F401  (applies compat, registers the archs)
-from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
-from basicsr_blurfield.archs.motion_offset_arch import MOTION_CONSTRAINTS, MotionOffsetNet, remap_official_keys
+from basicsr_blurfield.archs.motion_offset_arch import MOTION_CONSTRAINTS, MotionOffsetNet
 from basicsr_blurfield.atomic import imwrite
 from basicsr_blurfield.fields import OffsetField, draw_trajectories, save_field
+from basicsr_blurfield.restoration.estimators import NotAnEstimatorError, load_network
 
 
 def load_offset_net(checkpoint: str, constraint: Optional[str] = None) -> MotionOffsetNet:
-    """A MotionOffsetNet with the sizes and weights of ``checkpoint`` (ours or the authors'), in eval mode.
+    """A MotionOffsetNet with the sizes and weights of ``checkpoint`` (ours or the authors'), in eval mode, through
+    :func:`basicsr_blurfield.restoration.estimators.load_network`.
 
     Args:
         checkpoint (str): path of a ``.pth`` file.
@@ -37,30 +38,15 @@ def load_offset_net(checkpoint: str, constraint: Optional[str] = None) -> Motion
         KeyError: the file holds another network's weights.
         ValueError: an unknown constraint, or one that does not match the output width.
     """
-    if constraint is not None and constraint not in MOTION_CONSTRAINTS:
-        raise ValueError(f'--constraint: expected one of {MOTION_CONSTRAINTS}, got {constraint!r}')
-    loaded = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    state = unwrap_state_dict(loaded, 'params_ema' if isinstance(loaded, dict) and 'params_ema' in loaded else None)
-    if 'conv_1.1.weight' in state:
-        state = remap_official_keys(state)
-    if 'enc1.conv.weight' not in state or 'head.weight' not in state:
+    try:
+        kind, net = load_network(checkpoint, constraint)
+    except NotAnEstimatorError:
+        kind = None
+    if kind != 'MotionOffsetNet':
         raise KeyError(f"{checkpoint}: expected a MotionOffsetNet checkpoint (enc1.conv.weight, head.weight) or the "
-                       f"authors' OffsetNet_quad (conv_1.1.weight, conv_out_0.weight); found {len(state)} keys such "
-                       f'as {sorted(state)[:4]}')
-    outputs = state['head.weight'].shape[0]
-    inferred = {2: ('linear', ), 4: ('quadratic', 'bilinear')}.get(outputs, ('zero', ))
-    constraint = constraint or inferred[0]
-    if constraint not in inferred:
-        raise ValueError(f'--constraint {constraint}: the checkpoint predicts {outputs} channels, which fits '
-                         f'{" or ".join(inferred)} (linear: 2, bilinear / quadratic: 4, zero: 2 T)')
-    num_steps = outputs // 2 if constraint == 'zero' else 15
-    net = MotionOffsetNet(
-        in_channels=state['enc1.conv.weight'].shape[1] // 4,
-        num_feat=state['enc1.conv.weight'].shape[0],
-        constraint=constraint,
-        num_steps=num_steps)
-    net.load_state_dict(state)
-    return net.eval()
+                       f"authors' OffsetNet_quad (conv_1.1.weight, conv_out_0.weight); found {kind or 'another'} "
+                       'network\'s weights')
+    return net
 
 
 def estimate(net: MotionOffsetNet, image_bgr, num_steps: Optional[int] = None) -> tuple:

@@ -1,5 +1,9 @@
-"""Shared fixtures: tiny paired deblurring folders made from scikit-image's bundled photos (offline)."""
+"""Shared fixtures: tiny paired deblurring folders made from scikit-image's bundled photos (offline); helpers that
+validate a field-estimator model item by item and run a tiny training through BasicSR's pipeline."""
 import os
+import pathlib
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -50,6 +54,54 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_project_option(name: str) -> dict:
+    """The option dict of ``options/<name>`` of this repository."""
+    import yaml
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'options', name)) as handle:
+        return yaml.safe_load(handle)
+
+
+def experiment_paths(root) -> dict:
+    """``path`` options that put a model's checkpoints, training states, log and pictures under ``root``."""
+    root = str(root)
+    return dict(experiments_root=root, models=os.path.join(root, 'models'), log=root,
+                training_states=os.path.join(root, 'training_states'), visualization=os.path.join(root, 'vis'))
+
+
+def validate_figures(model, dataset) -> dict:
+    """Means over the items of ``dataset`` (batches of 1) of ``model.evaluate_current()`` (a FieldEstimatorModel)."""
+    figures = []
+    for batch in torch.utils.data.DataLoader(dataset, batch_size=1):
+        model.feed_data(batch)
+        model.test()
+        figures.append(model.evaluate_current())
+    return {name: float(np.mean([figure[name] for figure in figures])) for name in figures[0]}
+
+
+def train_through_basicsr(tmp_path, opt: dict, name: str, iterations: int = 2) -> pathlib.Path:
+    """Runs ``python -m basicsr_blurfield.train -opt`` on ``opt`` (a training option dict ending at ``iterations``)
+    in a child process under ``tmp_path``: named ``name``, validated, logged every step and saved at the end.
+
+    Returns:
+        pathlib.Path: the experiment folder ``tmp_path/experiments/<name>``.
+    """
+    import yaml
+
+    opt = dict(opt, name=name)
+    for key in ('is_train', 'dist', 'rank', 'world_size'):
+        opt.pop(key, None)
+    opt['val'].update(val_freq=iterations)
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=iterations, use_tb_logger=False)
+    option_path = pathlib.Path(tmp_path) / f'{name}.yml'
+    option_path.write_text(yaml.safe_dump(opt))
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    result = subprocess.run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt', str(option_path)], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return pathlib.Path(tmp_path) / 'experiments' / name
 
 
 @pytest.fixture

@@ -58,8 +58,8 @@ def test_unknown_names_and_kinds_are_refused_with_the_choices():
         refs.reference_model_path('no-such-model')
     with pytest.raises(ValueError, match='kind'):
         refs.load_estimator('ufpnet-ke-reference', kind='kernels')
-    with pytest.raises(KeyError, match='pass kind'):
-        refs.infer_kind({'weight': torch.zeros(1)})
+    with pytest.raises(ValueError, match='holds a FlowKernelEstimator; expected BasisKernelNet'):
+        refs.load_estimator('ufpnet-ke-reference', kind='basis')
 
 
 @pytest.mark.parametrize('name', sorted(refs.REFERENCE_MODELS))

@@ -40,7 +40,7 @@ from torch import nn
 
 from basicsr.utils.registry import ARCH_REGISTRY
 from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
-from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
+from basicsr_blurfield.archs.checkpoints import load_published_weights, unwrap_state_dict
 from basicsr_blurfield.fields import OffsetField, deform_conv2d
 
 __all__ = [
@@ -361,20 +361,14 @@ def _rename_released_keys(module, state_dict, prefix, *args) -> None:
 
 def load_offset_net(net: nn.Module, path: str) -> nn.Module:
     """Loads a ``MotionOffsetNet`` checkpoint into ``net`` (strict): ours (``{'params': ...}``, our names) or the
-    authors' ``latest_net_offset.pth`` (converted by ``motion_offset_arch.remap_official_keys``).
+    authors' ``latest_net_offset.pth``, through ``checkpoints.load_published_weights`` (its remap passes our names).
 
     Raises:
         FileNotFoundError: when ``path`` is not a file.
     """
-    from basicsr_blurfield.archs.motion_offset_arch import remap_official_keys as remap_offset_keys
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f'offset_net_path: no MotionOffsetNet checkpoint at {path!r}')
-    state = unwrap_state_dict(torch.load(path, map_location='cpu', weights_only=True))
-    if not set(state) <= set(net.state_dict()):
-        state = remap_offset_keys(state)
-    net.load_state_dict(state)
-    return net
+    return load_published_weights(net, path, arch='MotionOffsetNet')
 
 
 def load_dmphn_folder(folder: str) -> dict:

@@ -207,6 +207,7 @@ _OFFICIAL_RULES = (
     (r'^conv_out_0\.', 'head.'),
 )
 _ALIAS = re.compile(r'^bottleneck_(\d)\.model\.([02])\.(weight|bias)$')
+_OURS = re.compile(r'^(enc\d\.(conv|blocks)|dec\d\.conv[12]|up\d|head)\.')
 
 
 def _swap_pairs(value: Tensor) -> Tensor:
@@ -232,8 +233,12 @@ def remap_official_keys(state: dict) -> dict:
       by ``OffsetField.from_endpoints`` is already in time order (their 30-channel storage order [S, S-side, 0,
       E-side, E] is never materialised).
 
+    A state dict that already has our names (a checkpoint of :class:`MotionOffsetNet`) is returned unchanged, so
+    ``checkpoints.load_published_weights(MotionOffsetNet(), path)`` takes ours and theirs alike.
+
     Args:
-        state (dict): the published state dict; a ``params`` wrapper or ``module.`` prefixes are accepted.
+        state (dict): the published state dict, or one with our names; a ``params`` wrapper or ``module.`` prefixes
+            are accepted.
 
     Returns:
         dict: tensors under :class:`MotionOffsetNet` names (load strictly into ``MotionOffsetNet()``).
@@ -243,6 +248,8 @@ def remap_official_keys(state: dict) -> dict:
     """
     state = state.get('params', state)
     state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
+    if state and all(_OURS.match(key) for key in state):
+        return state
     remapped = {}
     for key, value in state.items():
         alias = _ALIAS.match(key)

@@ -24,12 +24,34 @@ CONSTRAINTS = ('linear', 'bilinear', 'quadratic')
 _GRID_SAMPLE_PADDING = {'replicate': 'border', 'reflect': 'reflection', 'zeros': 'zeros'}
 
 
-def trajectory_weights(num_steps: int, constraint: str) -> Tuple[Tensor, Tensor]:
-    """Coefficients ``(a_t, b_t)`` with ``offsets_t = a_t * start + b_t * end`` for a constrained trajectory.
+def instant_weights(instants: Tensor, constraint: str) -> Tuple[Tensor, Tensor]:
+    """Coefficients ``(a, b)`` of a constrained trajectory at arbitrary instants: ``dp(u) = a(u) S + b(u) E``.
 
-    ``u_t = 2t / (T - 1) - 1`` runs from -1 to 1 and is 0 at the middle step. Eq. (12) linear: ``a = -u``, ``b = 0``
-    (the end is ``-start``); eq. (13) bi-directional linear: ``a = -u`` for ``u <= 0``, ``b = u`` for ``u > 0``;
-    eq. (14) quadratic: ``a = (u^2 - u) / 2``, ``b = (u^2 + u) / 2``.
+    ``u`` runs from -1 (start S) through 0 (the sharp instant) to 1 (end E). Eq. (12) linear: ``a = -u``, ``b = 0``
+    (E = -S); eq. (13) bi-directional linear: ``a = max(-u, 0)``, ``b = max(u, 0)``; eq. (14) quadratic:
+    ``a = (u^2 - u) / 2``, ``b = (u^2 + u) / 2``.
+
+    Args:
+        instants (Tensor): (F,) values in [-1, 1].
+        constraint (str): one of :data:`CONSTRAINTS`.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``a`` and ``b``, (F,) each, dtype of ``instants``.
+    """
+    if constraint not in CONSTRAINTS:
+        raise ValueError(f'constraint: expected one of {CONSTRAINTS} (free offsets cannot be evaluated at other '
+                         f'instants), got {constraint!r}')
+    u = instants
+    if constraint == 'linear':
+        return -u, torch.zeros_like(u)
+    if constraint == 'bilinear':
+        return (-u).clamp(min=0), u.clamp(min=0)
+    return (u * u - u) / 2, (u * u + u) / 2
+
+
+def trajectory_weights(num_steps: int, constraint: str) -> Tuple[Tensor, Tensor]:
+    """Coefficients ``(a_t, b_t)`` with ``offsets_t = a_t * start + b_t * end`` for a constrained trajectory:
+    :func:`instant_weights` at ``u_t = 2t / (T - 1) - 1``, which runs from -1 to 1 and is exactly 0 at the middle step.
 
     Args:
         num_steps (int): T, odd and >= 3 so that the middle instant is a step.
@@ -45,11 +67,7 @@ def trajectory_weights(num_steps: int, constraint: str) -> Tuple[Tensor, Tensor]
                          f'got {num_steps!r}')
     u = torch.linspace(-1, 1, num_steps, dtype=torch.float64)
     u[num_steps // 2] = 0
-    if constraint == 'linear':
-        return -u, torch.zeros_like(u)
-    if constraint == 'bilinear':
-        return (-u).clamp(min=0), u.clamp(min=0)
-    return (u * u - u) / 2, (u * u + u) / 2
+    return instant_weights(u, constraint)
 
 
 def _corners(pos_y: Tensor, pos_x: Tensor) -> List[Tuple[Tensor, Tensor, Tensor]]:

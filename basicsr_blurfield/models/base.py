@@ -5,11 +5,16 @@ recipes use: AdamW/SGD optimizers, torch's cosine schedule (NAFNet/UFPNet ``True
 clipping, frozen auxiliary networks (``network_<role>`` + ``pretrain_network_<role>``), clear errors for missing
 checkpoints, and atomic checkpoint / training-state writes (temporary name, then rename), so an interrupted run never
 leaves a truncated ``.pth`` or ``.state`` that ``--auto_resume`` would pick up.
+
+``FieldEstimatorModel`` adds what the blur-field estimator models (basis kernels, motion offsets, per-pixel kernels,
+the blur operator family) share: batch reading, evaluation-mode inference, the optimisation step around a model's own
+``compute_losses``, the validation loop over a model's own ``evaluate_current`` figures and its logging.
 """
 import logging
 import os
 from collections import OrderedDict
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -17,9 +22,11 @@ from torch import nn
 from basicsr.archs import build_network
 from basicsr.models import lr_scheduler as basicsr_lr_scheduler
 from basicsr.models.base_model import BaseModel
+from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr_blurfield.atomic import torch_save
+from basicsr_blurfield.data.synthetic_blur_dataset import field_from_batch
 
 
 def log_to_file(message: str) -> None:
@@ -194,8 +201,13 @@ class BlurFieldBaseModel(BaseModel):
             bare.load_checkpoint_folder(load_path, strict=strict)
             return
         if not os.path.isfile(load_path):
-            raise FileNotFoundError(f'pretrained network not found: {load_path!r} (check the path.pretrain_network_* '
-                                    'option)')
+            from basicsr_blurfield.reference_models import REFERENCE_MODELS, reference_model_path
+
+            if load_path not in REFERENCE_MODELS:
+                raise FileNotFoundError(f'pretrained network not found: {load_path!r} (check the '
+                                        f'path.pretrain_network_* option: a file, or one of the reference models '
+                                        f'{sorted(REFERENCE_MODELS)})')
+            load_path = reference_model_path(load_path)
         super().load_network(net, load_path, strict, param_key)
 
     @master_only
@@ -227,3 +239,118 @@ class BlurFieldBaseModel(BaseModel):
             'schedulers': [scheduler.state_dict() for scheduler in self.schedulers],
         }
         torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+
+class FieldEstimatorModel(BlurFieldBaseModel):
+    """Shared part of the models whose ``net_g`` maps the blurry image ``lq`` (N, C, H, W) to a blur field.
+
+    A subclass gives its maths: ``compute_losses(field, current_iter) -> (total, OrderedDict of terms)`` and
+    ``evaluate_current() -> {metric: float}`` for the current batch and ``self.field``, and lists its validation
+    figures in :attr:`VAL_METRICS` (``val.metrics`` is checked against them by :meth:`check_val_metrics`). With
+    ``save_img`` the validation loop calls :meth:`save_validation_visual` (a subclass draws its own picture).
+
+    Batches (:meth:`feed_data`): ``lq``, ``gt`` (optional unless :attr:`REQUIRES_GT`), optional ``weight``
+    (N, 1, H, W), and the ground-truth field (rebuilt by ``field_from_batch``) when one of :attr:`GT_FIELD_KEYS` is
+    present.
+    """
+
+    VAL_METRICS = ()
+    GT_FIELD_KEYS = ('field_basis', 'field_offsets')
+    REQUIRES_GT = False
+    MISSING_FIGURE_HINT = 'gt for the PSNRs, ground-truth fields for the field errors'
+
+    def check_val_metrics(self) -> None:
+        """Refuses ``val.metrics`` keys this model does not report (the message lists those it does)."""
+        metrics = (self.opt.get('val') or {}).get('metrics') or {}
+        unknown = sorted(set(metrics) - set(self.VAL_METRICS))
+        if unknown:
+            raise ValueError(f'val.metrics: {type(self).__name__} reports {list(self.VAL_METRICS)}, got unknown '
+                             f'{unknown}')
+
+    def feed_data(self, data):
+        if self.REQUIRES_GT and 'gt' not in data:
+            raise KeyError(f'{type(self).__name__} needs (sharp gt, blurry lq) pairs: the batch has no gt (keys '
+                           f'{sorted(data)})')
+        self.lq = data['lq'].to(self.device)
+        self.gt = data['gt'].to(self.device) if 'gt' in data else None
+        self.weight = data['weight'].to(self.device) if 'weight' in data else None
+        has_field = any(key in data for key in self.GT_FIELD_KEYS)
+        self.gt_field = field_from_batch(data).to(self.device) if has_field else None
+
+    @contextmanager
+    def evaluating(self, net: nn.Module) -> Iterator[None]:
+        """Runs the block with ``net`` in eval mode and without gradients, then restores its mode."""
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            if was_training:
+                net.train()
+
+    def test(self):
+        with self.evaluating(self.net_g):
+            self.field = self.net_g(self.lq)
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad()
+        field = self.net_g(self.lq)
+        total, loss_dict = self.compute_losses(field, current_iter)
+        total.backward()
+        self.clip_gradients(self.net_g.parameters())
+        self.optimizer_g.step()
+        self.field = field.detach()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+
+    def get_current_visuals(self):
+        out = OrderedDict(lq=self.lq.detach().cpu())
+        if self.gt is not None:
+            out['gt'] = self.gt.detach().cpu()
+            with torch.no_grad():
+                out['result'] = self.field.blur(self.gt).detach().cpu()
+        return out
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        """Means over the validation batches of the ``val.metrics`` figures of :meth:`evaluate_current`."""
+        dataset_name = dataloader.dataset.opt['name']
+        metrics = self.opt['val'].get('metrics') or {}
+        if metrics:
+            self._initialize_best_metric_results(dataset_name)
+        sums = {name: 0.0 for name in metrics}
+        count = 0
+        for index, val_data in enumerate(dataloader):
+            self.feed_data(val_data)
+            self.test()
+            values = self.evaluate_current()
+            for name in metrics:
+                if name not in values:
+                    raise ValueError(f'val.metrics.{name}: the validation data lacks what it needs '
+                                     f'({self.MISSING_FIGURE_HINT})')
+                sums[name] += values[name]
+            count += 1
+            if save_img:
+                self.save_validation_visual(val_data, index, current_iter, dataset_name)
+        self.metric_results = {name: sums[name] / max(count, 1) for name in metrics}
+        for name, value in self.metric_results.items():
+            self._update_best_metric_result(dataset_name, name, value, current_iter)
+        if metrics:
+            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        if self.opt['rank'] == 0:
+            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    def validation_visual_path(self, val_data, index: int, current_iter, dataset_name: str, suffix: str) -> str:
+        """``visualization/<folder>/<name>_<label>_<suffix>.png`` of a validation batch (its first sample): the
+        image name and batch index, labelled by iteration in training (one folder per image) or by the run's name in
+        testing (one folder per dataset), as BasicSR's SRModel names its images."""
+        name = os.path.splitext(os.path.basename(str(val_data['lq_path'][0]).split('#')[0]))[0] + f'_{index:04d}'
+        label = current_iter if self.opt['is_train'] else self.opt['name']
+        folder = name if self.opt['is_train'] else dataset_name
+        return os.path.join(self.opt['path']['visualization'], folder, f'{name}_{label}_{suffix}.png')
+
+    def save_validation_visual(self, val_data, index: int, current_iter, dataset_name: str) -> None:
+        raise NotImplementedError(f'{type(self).__name__} draws no validation picture: set val.save_img: false')
+
+    _log_validation_metric_values = SRModel._log_validation_metric_values

@@ -36,14 +36,12 @@ from torch import nn
 
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
-from basicsr.models.sr_model import SRModel
 from basicsr.utils import tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from basicsr_blurfield.archs.checkpoints import load_published_weights
 from basicsr_blurfield.atomic import imwrite
-from basicsr_blurfield.data.synthetic_blur_dataset import field_from_batch
 from basicsr_blurfield.losses.reblur_loss import reblur_psnr
-from basicsr_blurfield.models.base import BlurFieldBaseModel
+from basicsr_blurfield.models.base import FieldEstimatorModel
 
 VAL_METRICS = ('reblur_psnr', 'identity_psnr', 'transfer_psnr')
 
@@ -61,11 +59,13 @@ class _BlurSpacePair(nn.Module):
 
 
 @MODEL_REGISTRY.register()
-class BlurOperatorModel(BlurFieldBaseModel):
+class BlurOperatorModel(FieldEstimatorModel):
     """Trains G (``network_g``) and F (``network_f``) jointly by eq. (4); see the module docstring for options."""
 
     option_keys = {'': ('network_f', 'share_features'), 'train': ('pixel_opt', 'kl_opt'),
                    'path': ('pretrain_network_f', 'strict_load_f', 'param_key_f')}
+    VAL_METRICS = VAL_METRICS
+    REQUIRES_GT = True
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -91,10 +91,7 @@ class BlurOperatorModel(BlurFieldBaseModel):
                     param_key=self.opt['path'].get(f'param_key_{role}'))
         self.net = self.model_to_device(_BlurSpacePair(self.net_g, self.net_f))
         self.print_network(self.net)
-        metrics = (self.opt.get('val') or {}).get('metrics') or {}
-        unknown = sorted(set(metrics) - set(VAL_METRICS))
-        if unknown:
-            raise ValueError(f'val.metrics: BlurOperatorModel reports {list(VAL_METRICS)}, got unknown {unknown}')
+        self.check_val_metrics()
         if self.is_train:
             self.init_training_settings()
 
@@ -118,12 +115,6 @@ class BlurOperatorModel(BlurFieldBaseModel):
             raise ValueError('train.kl_opt needs a VAE extractor: set network_g.vae: true (or remove kl_opt)')
         self.setup_optimizer_g(self.net)
 
-    def feed_data(self, data):
-        self.gt = data['gt'].to(self.device)
-        self.lq = data['lq'].to(self.device)
-        has_field = 'field_basis' in data or 'field_offsets' in data
-        self.gt_field = field_from_batch(data).to(self.device) if has_field else None
-
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad()
         reblurred, mu, sigma = self.net(self.gt, self.lq)
@@ -139,23 +130,14 @@ class BlurOperatorModel(BlurFieldBaseModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
     def test(self):
-        was_training = self.net.training
-        self.net.eval()
-        with torch.no_grad():
+        with self.evaluating(self.net):
             self.code = self.net_g(self.gt, self.lq)
             self.output = self.net_f(self.gt, self.code)
-        if was_training:
-            self.net.train()
 
     def transfer(self, target: torch.Tensor) -> torch.Tensor:
         """F(target, code of the current pair) (N, C, H', W') for a sharp target of any size (after :meth:`test`)."""
-        was_training = self.net.training
-        self.net.eval()
-        with torch.no_grad():
-            out = self.net_f(target.to(self.device), self.code)
-        if was_training:
-            self.net.train()
-        return out
+        with self.evaluating(self.net):
+            return self.net_f(target.to(self.device), self.code)
 
     def get_current_visuals(self):
         return OrderedDict(lq=self.lq.detach().cpu(), gt=self.gt.detach().cpu(), result=self.output.detach().cpu())
@@ -189,10 +171,6 @@ class BlurOperatorModel(BlurFieldBaseModel):
         if metrics:
             self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
 
-    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        if self.opt['rank'] == 0:
-            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
-
     def _save_transfer_strip(self, val_data, index, current_iter, dataset_name, transferred, target):
         """Writes ``[y | F(x, G(x, y)) | x' | F(x', G(x, y))]`` (the last two when there is a previous item)."""
         panels = [self.lq[:1], self.output[:1]]
@@ -205,8 +183,6 @@ class BlurOperatorModel(BlurFieldBaseModel):
         name = f'{os.path.splitext(os.path.basename(key))[0]}_{index:04d}'
         label = current_iter if self.opt['is_train'] else self.opt['name']
         imwrite(os.path.join(self.opt['path']['visualization'], dataset_name, f'{name}_{label}_transfer.png'), strip)
-
-    _log_validation_metric_values = SRModel._log_validation_metric_values
 
     def save(self, epoch, current_iter):
         self.save_network(self.net_g, 'net_g', current_iter)

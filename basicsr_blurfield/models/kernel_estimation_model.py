@@ -28,16 +28,13 @@ from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from basicsr_blurfield.atomic import imwrite
-from basicsr_blurfield.data.synthetic_blur_dataset import field_from_batch
 from basicsr_blurfield.fields import draw_kernel_grid
 from basicsr_blurfield.losses.kernel_loss import KernelLoss, constant_field, mean_kernel, observable_weight
 from basicsr_blurfield.losses.reblur_loss import reblur_psnr
-from basicsr_blurfield.models.base import BlurFieldBaseModel
+from basicsr_blurfield.models.base import FieldEstimatorModel
 from basicsr_blurfield.models.flow_prior_model import fit_flow_prior
 
 __all__ = ['KernelEstimationModel']
-
-_GT_FIELD_KEYS = ('field_basis', 'field_offsets')
 
 
 def _labelled(panel: np.ndarray, label: str) -> np.ndarray:
@@ -72,7 +69,7 @@ def draw_field_comparison(lq: torch.Tensor, field, gt_field=None, step: int = 16
 
 
 @MODEL_REGISTRY.register()
-class KernelEstimationModel(BlurFieldBaseModel):
+class KernelEstimationModel(FieldEstimatorModel):
     """Self-supervised training of the per-pixel kernel estimator (stage II).
 
     Options: ``network_g`` (``FlowKernelEstimator``); ``path.pretrain_network_flow`` (+ ``param_key_flow``,
@@ -92,6 +89,7 @@ class KernelEstimationModel(BlurFieldBaseModel):
         'val': ('kernel_grid_step', 'kernel_grid_cell', 'png_scale'),
         'path': ('pretrain_network_flow', 'strict_load_flow', 'param_key_flow'),
     }
+    REQUIRES_GT = True
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -126,11 +124,6 @@ class KernelEstimationModel(BlurFieldBaseModel):
         self.kernel_error_samples = int(train_opt.get('kernel_error_samples', 256))
         self.setup_optimizer_g(self.net_g)
 
-    def feed_data(self, data):
-        self.lq = data['lq'].to(self.device)
-        self.gt = data['gt'].to(self.device)
-        self.gt_field = field_from_batch(data).to(self.device) if any(k in data for k in _GT_FIELD_KEYS) else None
-
     def kernel_error(self, field, num_samples=None) -> float:
         """Mean L1 distance between estimated and ground-truth kernels (all pixels, or a random subset drawn from
         the model's own generator, so logging it does not change the training's random stream)."""
@@ -162,32 +155,33 @@ class KernelEstimationModel(BlurFieldBaseModel):
             log['kernel_error'] = torch.tensor(self.kernel_error(self.field, self.kernel_error_samples))
         self.log_dict = self.reduce_loss_dict(log)
 
-    def test(self):
-        self.net_g.eval()
-        with torch.no_grad():
-            self.field = self.net_g(self.lq)
-        self.net_g.train()
-
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
         self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         """Re-blur PSNR and kernel error averaged over the validation images; optional field PNGs.
 
-        With ground-truth fields, the first validation of each set also logs the kernel error of two one-kernel
-        baselines (:meth:`baseline_kernel_errors`), the figures a per-pixel estimate must beat.
+        The first validation of each set also logs the reference rows a per-pixel estimate must beat: the re-blur
+        PSNR of the no-blur field (identity: the sharp image itself against the blurry one, ``no_blur_reblur_psnr``)
+        and, with ground-truth fields, the kernel error of three one-kernel fields (:meth:`baseline_kernel_errors`).
         """
         dataset_name = dataloader.dataset.opt['name']
         totals, counts = {}, {}
-        gt_fields = []
+        self.val_baselines = getattr(self, 'val_baselines', {})
+        first_validation = dataset_name not in self.val_baselines
+        gt_fields, no_blur_psnr, num_batches = [], 0.0, 0
         for index, val_data in enumerate(dataloader):
+            num_batches += 1
             self.feed_data(val_data)
             self.test()
             with torch.no_grad():
                 scores = {'reblur_psnr': reblur_psnr(self.field.blur(self.gt), self.lq)}
+            if first_validation:
+                no_blur_psnr += reblur_psnr(self.gt, self.lq)  # the no-blur field re-blurs gt into gt itself
             if self.gt_field is not None:
                 scores['kernel_error'] = self.kernel_error(self.field)
-                gt_fields.append(self.gt_field.to('cpu'))
+                if first_validation:
+                    gt_fields.append(self.gt_field.to('cpu'))
             for name, value in scores.items():
                 totals[name] = totals.get(name, 0.0) + value
                 counts[name] = counts.get(name, 0) + 1
@@ -207,23 +201,36 @@ class KernelEstimationModel(BlurFieldBaseModel):
             if tb_logger:
                 tb_logger.add_scalar(f'metrics/{dataset_name}/{name}', value, current_iter)
         get_root_logger().info(message)
-        self.val_baselines = getattr(self, 'val_baselines', {})
-        if gt_fields and dataset_name not in self.val_baselines:
-            self.val_baselines[dataset_name] = self.baseline_kernel_errors(gt_fields)
-            get_root_logger().info(f'Validation {dataset_name} baselines: kernel_error ' + ', '.join(
-                f'{name} {value:.4f}' for name, value in self.val_baselines[dataset_name].items()))
+        if first_validation and num_batches:
+            kernel_errors = self.baseline_kernel_errors(gt_fields) if gt_fields else {}
+            self.val_baselines[dataset_name] = {**kernel_errors, 'no_blur_reblur_psnr': no_blur_psnr / num_batches}
+            kernel_rows = ', '.join(f'{name} {value:.4f}' for name, value in kernel_errors.items())
+            get_root_logger().info(f'Validation {dataset_name} baselines: reblur_psnr no_blur '
+                                   f'{no_blur_psnr / num_batches:.4f}' +
+                                   (f'; kernel_error {kernel_rows}' if kernel_rows else ''))
 
     @staticmethod
     def baseline_kernel_errors(gt_fields: list) -> dict:
         """Mean kernel L1 error of uniform fields on a list of batch-1 ground-truth fields: ``dataset_mean_kernel``
-        (one kernel, the mean over all the fields' pixels) and ``image_mean_kernel_oracle`` (each field's own mean)."""
+        (one kernel, the mean over all the fields' pixels), ``image_mean_kernel_oracle`` (each field's own mean) and
+        ``no_blur_kernel`` (the centred delta kernel: the field of a sharp image).
+
+        Args:
+            gt_fields (list): batch-1 blur fields, one kernel side K.
+
+        Returns:
+            dict: baseline name -> mean kernel L1 error (between 0 and 2).
+        """
         means = [mean_kernel(field) for field in gt_fields]
         dataset_mean = torch.stack(means).mean(0)
+        delta = torch.zeros_like(dataset_mean)
+        delta[delta.shape[0] // 2, delta.shape[1] // 2] = 1
         metric = KernelLoss(p=1, tile_size=4096)
-        totals = {'dataset_mean_kernel': 0.0, 'image_mean_kernel_oracle': 0.0}
+        totals = {'dataset_mean_kernel': 0.0, 'image_mean_kernel_oracle': 0.0, 'no_blur_kernel': 0.0}
         with torch.no_grad():
             for field, own in zip(gt_fields, means):
-                for name, kernel in (('dataset_mean_kernel', dataset_mean), ('image_mean_kernel_oracle', own)):
+                for name, kernel in (('dataset_mean_kernel', dataset_mean), ('image_mean_kernel_oracle', own),
+                                     ('no_blur_kernel', delta)):
                     totals[name] += float(metric(constant_field(kernel, field.height, field.width), field))
         return {name: value / len(gt_fields) for name, value in totals.items()}
 
@@ -236,7 +243,3 @@ class KernelEstimationModel(BlurFieldBaseModel):
         path = os.path.join(self.opt['path']['visualization'], dataset_name, f'field_{index:03d}_{current_iter}.png')
         imwrite(path, cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
         return path
-
-    def save(self, epoch, current_iter):
-        self.save_network(self.net_g, 'net_g', current_iter)
-        self.save_training_state(epoch, current_iter)

@@ -19,21 +19,18 @@ are drawn over the blurry image (``draw_trajectories``, blue first instant to re
 
 Reference: Zhang et al., eq. (6)-(11), §6.1, §6.3. The model only wires network, field and losses together.
 """
-import os
 from collections import OrderedDict
 
 import cv2
 import torch
 
 from basicsr.losses import build_loss
-from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from basicsr_blurfield.atomic import imwrite
-from basicsr_blurfield.data.synthetic_blur_dataset import field_from_batch
 from basicsr_blurfield.fields import OffsetField, draw_trajectories
 from basicsr_blurfield.losses.reblur_loss import reblur_psnr
 from basicsr_blurfield.metrics.ssim import ssim_per_channel
-from basicsr_blurfield.models.base import BlurFieldBaseModel
+from basicsr_blurfield.models.base import FieldEstimatorModel
 
 __all__ = ['MotionOffsetModel', 'motion_error', 'VAL_METRICS']
 
@@ -69,7 +66,7 @@ def _ssim(image, reference) -> float:
 
 
 @MODEL_REGISTRY.register()
-class MotionOffsetModel(BlurFieldBaseModel):
+class MotionOffsetModel(FieldEstimatorModel):
     """Offset-network training by re-blurring, eq. (11).
 
     Options: ``network_g`` (returns an OffsetField), ``path.pretrain_network_g``; ``train.reblur_opt``,
@@ -80,14 +77,14 @@ class MotionOffsetModel(BlurFieldBaseModel):
     """
 
     option_keys = {'train': _LOSS_KEYS, 'val': ('trajectory_step', 'trajectory_scale')}
+    VAL_METRICS = VAL_METRICS
+    GT_FIELD_KEYS = ('field_offsets', )
+    MISSING_FIGURE_HINT = 'gt for the PSNR / SSIM figures, ground-truth offsets (field_offsets) for motion_error'
 
     def __init__(self, opt):
         super().__init__(opt)
         self.net_g = self.build_generator()
-        metrics = (self.opt.get('val') or {}).get('metrics') or {}
-        unknown = sorted(set(metrics) - set(VAL_METRICS))
-        if unknown:
-            raise ValueError(f'val.metrics: MotionOffsetModel reports {list(VAL_METRICS)}, got unknown {unknown}')
+        self.check_val_metrics()
         if self.is_train:
             self.init_training_settings()
 
@@ -101,13 +98,7 @@ class MotionOffsetModel(BlurFieldBaseModel):
                              'loss of eq. 6); both are missing')
         self.setup_optimizer_g(self.net_g)
 
-    def feed_data(self, data):
-        self.lq = data['lq'].to(self.device)
-        self.gt = data['gt'].to(self.device) if 'gt' in data else None
-        self.weight = data['weight'].to(self.device) if 'weight' in data else None
-        self.gt_field = field_from_batch(data).to(self.device) if 'field_offsets' in data else None
-
-    def compute_losses(self, field: OffsetField) -> tuple:
+    def compute_losses(self, field: OffsetField, current_iter=None) -> tuple:
         """Loss terms of eq. (11) for a predicted field. Returns (total, OrderedDict of named terms for the log)."""
         if self.gt is None:
             raise ValueError('MotionOffsetModel trains by re-blurring the sharp image: expected a dataset with gt')
@@ -123,24 +114,6 @@ class MotionOffsetModel(BlurFieldBaseModel):
             loss_dict['l_magnitude'] = self.cri_magnitude(field)
         return sum(loss_dict.values()), loss_dict
 
-    def optimize_parameters(self, current_iter):
-        self.optimizer_g.zero_grad()
-        field = self.net_g(self.lq)
-        total, loss_dict = self.compute_losses(field)
-        total.backward()
-        self.clip_gradients(self.net_g.parameters())
-        self.optimizer_g.step()
-        self.field = field.detach()
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-
-    def test(self):
-        was_training = self.net_g.training
-        self.net_g.eval()
-        with torch.no_grad():
-            self.field = self.net_g(self.lq)
-        if was_training:
-            self.net_g.train()
-
     def evaluate_current(self) -> dict:
         """Validation figures of the current batch and field (see the module docstring)."""
         with torch.no_grad():
@@ -155,54 +128,9 @@ class MotionOffsetModel(BlurFieldBaseModel):
                 values['motion_error'] = motion_error(self.field, self.gt_field)
         return values
 
-    def get_current_visuals(self):
-        out = OrderedDict(lq=self.lq.detach().cpu())
-        if self.gt is not None:
-            out['gt'] = self.gt.detach().cpu()
-            with torch.no_grad():
-                out['result'] = self.field.blur(self.gt).detach().cpu()
-        return out
-
-    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        dataset_name = dataloader.dataset.opt['name']
-        metrics = self.opt['val'].get('metrics') or {}
-        if metrics:
-            self._initialize_best_metric_results(dataset_name)
-        sums = {name: 0.0 for name in metrics}
-        count = 0
-        for index, val_data in enumerate(dataloader):
-            self.feed_data(val_data)
-            self.test()
-            values = self.evaluate_current()
-            for name in metrics:
-                if name not in values:
-                    raise ValueError(f'val.metrics.{name}: the validation data lacks what it needs (gt for the PSNR / '
-                                     'SSIM figures, ground-truth offsets (field_offsets) for motion_error)')
-                sums[name] += values[name]
-            count += 1
-            if save_img:
-                self._save_trajectories(val_data, index, current_iter, dataset_name)
-        self.metric_results = {name: sums[name] / max(count, 1) for name in metrics}
-        message = f'Validation {dataset_name}\n'
-        for name, value in self.metric_results.items():
-            self._update_best_metric_result(dataset_name, name, value, current_iter)
-            best = self.best_metric_results[dataset_name][name]
-            message += f'\t # {name}: {value:.4f}\tBest: {best["val"]:.4f} @ {best["iter"]} iter\n'
-            if tb_logger:
-                tb_logger.add_scalar(f'metrics/{dataset_name}/{name}', value, current_iter)
-        if metrics:
-            get_root_logger().info(message)
-
-    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        if self.opt['rank'] == 0:
-            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
-
-    def _save_trajectories(self, val_data, index, current_iter, dataset_name):
+    def save_validation_visual(self, val_data, index, current_iter, dataset_name):
         """Writes the predicted trajectories drawn over the blurry image (first sample of the batch), atomically."""
-        name = os.path.splitext(os.path.basename(str(val_data['lq_path'][0]).split('#')[0]))[0] + f'_{index:04d}'
-        label = current_iter if self.opt['is_train'] else self.opt['name']
-        folder = name if self.opt['is_train'] else dataset_name
-        path = os.path.join(self.opt['path']['visualization'], folder, f'{name}_{label}_trajectories.png')
+        path = self.validation_visual_path(val_data, index, current_iter, dataset_name, 'trajectories')
         val_opt = self.opt['val']
         step, scale = int(val_opt.get('trajectory_step', 16)), float(val_opt.get('trajectory_scale', 1.0))
         picture = draw_trajectories(self.lq[0].cpu(), self.field.to('cpu'), step=step, scale=scale)

@@ -25,12 +25,18 @@ of the current image and solves the weighted normal equations
 
     (A^T A + lambda D^T W D) u = A^T v
 
-by a few warm-started CG steps. Both priors keep the operator symmetric positive definite, so CG applies.
+by a few warm-started CG steps. Both priors keep the operator symmetric positive definite, so CG applies. The solver
+starts from the blurry image with the residual ``A^T (v - A u_0) - D^T W D u_0`` (one blur and one adjoint) and carries
+it from round to round (a new ``W`` changes only the prior term), so every CG step costs one blur and one adjoint, like
+a Richardson-Lucy iteration. With ``precondition=True`` it runs preconditioned CG with the circulant approximation of
+the operator (T. Chan, 1988): the mean power spectrum of the field's kernels at a few pixels plus ``mu`` times the
+periodic Laplacian, inverted by one FFT pair per step (:func:`circulant_preconditioner`).
 
 Reference: Carbajal et al., §4.1; Dey et al., "Richardson-Lucy algorithm with total variation regularization for 3D
 confocal microscope deconvolution", 2006; Hestenes and Stiefel, 1952 (conjugate gradients); Geman and Reynolds,
 "Constrained restoration and the recovery of discontinuities", TPAMI 1992; Vogel and Oman, "Iterative methods for total
-variation denoising", SIAM J. Sci. Comput. 1996. Written from the papers.
+variation denoising", SIAM J. Sci. Comput. 1996; T. Chan, "An optimal circulant preconditioner for Toeplitz systems",
+SIAM J. Sci. Stat. Comput. 1988. Written from the papers.
 """
 from typing import Callable, Optional, Tuple
 
@@ -38,11 +44,14 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    'PRIORS', 'check_problem', 'conjugate_gradient', 'deconvolve_cg', 'image_gradient', 'image_gradient_adjoint',
-    'richardson_lucy_tv', 'tv_divergence'
+    'PRECONDITIONER_SCALE', 'PRIORS', 'check_problem', 'circulant_preconditioner', 'conjugate_gradient',
+    'deconvolve_cg', 'image_gradient', 'image_gradient_adjoint', 'richardson_lucy_tv', 'tv_divergence',
+    'weighted_laplacian'
 ]
 
 PRIORS = ('gradient', 'tv')
+# mu of the TV rounds' preconditioner over their mean weight, tuned on bundled photos (bench_deconvolution.py)
+PRECONDITIONER_SCALE = 3.0
 
 
 def tv_divergence(image: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -144,31 +153,65 @@ def image_gradient_adjoint(grad: torch.Tensor) -> torch.Tensor:
     return out_x + out_y
 
 
+def weighted_laplacian(image: torch.Tensor, weight) -> torch.Tensor:
+    """``D^T (weight * D u)`` without the (N, C, 2, H, W) gradient tensor, equal to
+    ``image_gradient_adjoint(weight * image_gradient(image))``.
+
+    Args:
+        image (Tensor): (N, C, H, W).
+        weight (float or Tensor): a float, or (N, C, 1, H, W) / (N, 1, 1, H, W) weights of both differences at a pixel.
+
+    Returns:
+        Tensor: (N, C, H, W).
+    """
+    if isinstance(weight, torch.Tensor):
+        weight = weight[:, :, 0]
+        flux_x = (image[..., :, 1:] - image[..., :, :-1]).mul_(weight[..., :, :-1])
+        flux_y = (image[..., 1:, :] - image[..., :-1, :]).mul_(weight[..., :-1, :])
+    else:
+        flux_x = (image[..., :, 1:] - image[..., :, :-1]).mul_(weight)
+        flux_y = (image[..., 1:, :] - image[..., :-1, :]).mul_(weight)
+    out = torch.zeros_like(image)
+    out[..., :, :-1] -= flux_x
+    out[..., :, 1:] += flux_x
+    out[..., :-1, :] -= flux_y
+    out[..., 1:, :] += flux_y
+    return out
+
+
 def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample inner products. Shape: (N, ...) x (N, ...) -> (N, 1, ..., 1) broadcastable against a."""
-    return (a * b).flatten(1).sum(1).view((-1, ) + (1, ) * (a.dim() - 1))
+    count = a.shape[0]
+    return torch.bmm(a.reshape(count, 1, -1), b.reshape(count, -1, 1)).view((-1, ) + (1, ) * (a.dim() - 1))
 
 
-def conjugate_gradient(operator: Callable[[torch.Tensor], torch.Tensor],
-                       rhs: torch.Tensor,
-                       init: Optional[torch.Tensor] = None,
-                       max_iter: int = 50,
-                       tol: float = 1e-4,
-                       residual: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, int, float, torch.Tensor]:
+def conjugate_gradient(
+    operator: Callable[[torch.Tensor], torch.Tensor],
+    rhs: Optional[torch.Tensor],
+    init: Optional[torch.Tensor] = None,
+    max_iter: int = 50,
+    tol: float = 1e-4,
+    residual: Optional[torch.Tensor] = None,
+    preconditioner: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+) -> Tuple[torch.Tensor, int, float, torch.Tensor]:
     """Solves ``operator(x) = rhs`` for a symmetric positive-definite linear ``operator``, one problem per sample.
 
     Every sample of the batch has its own step sizes (the samples are independent systems). Stops when every sample's
-    relative residual ``||rhs - operator(x)|| / ||rhs||`` is below ``tol`` or after ``max_iter`` steps. Started from
-    the blurry image, the first steps restore the strong (low-frequency) components first: stopping early also
-    regularises. One operator application per step (plus one for the first residual unless it is given).
+    relative residual ``||rhs - operator(x)|| / ||rhs||`` is below ``tol`` or after ``max_iter`` steps; with ``rhs``
+    None (the caller passes ``init`` and its ``residual`` instead) when the residual's relative decrease
+    ``||r|| / ||residual||`` is. Started from the blurry image, the first steps restore the strong (low-frequency)
+    components first: stopping early also regularises. One operator application per step (plus one for the first
+    residual unless it is given).
 
     Args:
         operator (callable): (N, ...) -> (N, ...), linear, symmetric positive definite per sample.
-        rhs (Tensor): (N, ...) right-hand side.
+        rhs (Tensor, optional): (N, ...) right-hand side; None when ``init`` and ``residual`` are given.
         init (Tensor, optional): (N, ...) starting point; default zeros.
         max_iter (int): most steps. Default: 50.
         tol (float): relative-residual stopping tolerance. Default: 1e-4.
         residual (Tensor, optional): (N, ...) ``rhs - operator(init)`` when the caller already has it.
+        preconditioner (callable, optional): (N, ...) -> (N, ...), ``M^-1`` of a symmetric positive-definite ``M``
+            close to ``operator`` (preconditioned CG); default none.
 
     Returns:
         tuple: the solution (N, ...), the number of steps run, the largest relative residual reached and the final
@@ -176,16 +219,21 @@ def conjugate_gradient(operator: Callable[[torch.Tensor], torch.Tensor],
     """
     if int(max_iter) < 0 or not tol >= 0:
         raise ValueError(f'expected max_iter >= 0 and tol >= 0, got {max_iter} and {tol}')
+    if rhs is None and (init is None or residual is None):
+        raise ValueError('conjugate_gradient: without rhs, pass init and its residual rhs - operator(init)')
     x = torch.zeros_like(rhs) if init is None else init.clone()
     if residual is None:
         residual = rhs - operator(x) if init is not None else rhs.clone()
     else:
         residual = residual.clone()
-    tiny = torch.finfo(rhs.dtype).tiny
-    rhs_norm = _batch_dot(rhs, rhs).sqrt().clamp_min(tiny)
-    direction = residual.clone()
-    rho = _batch_dot(residual, residual)
-    relative = float((rho.sqrt() / rhs_norm).max())
+    tiny = torch.finfo(x.dtype).tiny
+    reference = residual if rhs is None else rhs
+    rhs_norm = _batch_dot(reference, reference).sqrt().clamp_min(tiny)
+    precondition = (lambda r: r) if preconditioner is None else preconditioner
+    preconditioned = precondition(residual)
+    direction = preconditioned.clone()
+    rho = _batch_dot(residual, preconditioned)
+    relative = float((_batch_dot(residual, residual).sqrt() / rhs_norm).max())
     steps = 0
     while steps < int(max_iter) and relative > tol:
         product = operator(direction)
@@ -193,12 +241,53 @@ def conjugate_gradient(operator: Callable[[torch.Tensor], torch.Tensor],
         alpha = torch.where(curvature > 0, rho / curvature.clamp_min(tiny), 0)
         x.addcmul_(alpha.expand_as(x), direction)
         residual.addcmul_(alpha.expand_as(residual), product, value=-1)
-        rho_next = _batch_dot(residual, residual)
-        direction.mul_(torch.where(rho > 0, rho_next / rho.clamp_min(tiny), 0)).add_(residual)
+        preconditioned = precondition(residual)
+        rho_next = _batch_dot(residual, preconditioned)
+        direction.mul_(torch.where(rho > 0, rho_next / rho.clamp_min(tiny), 0)).add_(preconditioned)
         rho = rho_next
         steps += 1
-        relative = float((rho.sqrt() / rhs_norm).max())
+        relative = float((_batch_dot(residual, residual).sqrt() / rhs_norm).max())
     return x, steps, relative, residual
+
+
+def circulant_preconditioner(field, num_points: int = 4) -> Callable[[torch.Tensor], Callable]:
+    """``M^-1`` of the circulant (FFT-diagonal) approximation of ``A^T A + mu D^T D`` (T. Chan, 1988), for any ``mu``.
+
+    ``A^T A`` is approximated by the convolution whose spectrum is the mean power spectrum ``mean_p |k_p^|^2`` of the
+    field's kernels at a ``num_points x num_points`` grid of pixels (per sample), ``D^T D`` by the periodic Laplacian
+    ``L^ = 4 sin^2(pi f_y) + 4 sin^2(pi f_x)``. Both are symmetric positive semi-definite and their sum is definite (the
+    kernels sum to 1), so ``M^-1 v = IFFT(FFT(v) / (mean_p |k_p^|^2 + mu L^))`` is symmetric positive definite. An
+    :class:`OffsetField` whose trajectories reach past the image is splatted into the largest odd square that fits.
+
+    Args:
+        field: blur field with ``kernels_at`` (KernelField, BasisField, OffsetField).
+        num_points (int): grid side of the sampled kernels. Default: 4.
+
+    Returns:
+        callable: ``mu`` (N,) tensor (> 0) -> ``M^-1``, a callable (N, C, H, W) -> (N, C, H, W).
+    """
+    height, width, device = field.height, field.width, field.device
+    rows = torch.linspace(0, height - 1, num_points, device=device).round().long()
+    cols = torch.linspace(0, width - 1, num_points, device=device).round().long()
+    grid = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), -1).reshape(-1, 2)
+    samples = torch.arange(field.batch, device=device).repeat_interleave(len(grid))[:, None]
+    points = torch.cat([samples, grid.repeat(field.batch, 1)], 1)
+    if callable(getattr(field, 'auto_kernel_size', None)):  # offset field: splat into at most the image's odd square
+        largest = min(height, width) - 1 + min(height, width) % 2
+        kernels = field.kernels_at(points, kernel_size=min(field.auto_kernel_size(), largest))
+    else:
+        kernels = field.kernels_at(points)
+    power = torch.fft.rfft2(kernels, s=(height, width)).abs().square()
+    power = power.view(field.batch, -1, height, width // 2 + 1).mean(1, keepdim=True)
+    freq_y = torch.arange(height, device=device, dtype=power.dtype)[:, None] / height
+    freq_x = torch.arange(width // 2 + 1, device=device, dtype=power.dtype)[None] / width
+    laplacian = 4 * torch.sin(torch.pi * freq_y).square() + 4 * torch.sin(torch.pi * freq_x).square()
+
+    def inverse_for(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        inverse = 1 / (power + weight.view(-1, 1, 1, 1) * laplacian).clamp_min(torch.finfo(power.dtype).eps)
+        return lambda image: torch.fft.irfft2(torch.fft.rfft2(image) * inverse, s=(height, width))
+
+    return inverse_for
 
 
 def deconvolve_cg(blurry: torch.Tensor,
@@ -210,7 +299,8 @@ def deconvolve_cg(blurry: torch.Tensor,
                   tol: float = 1e-4,
                   tv_eps: float = 1e-2,
                   init: Optional[torch.Tensor] = None,
-                  clip: bool = True) -> torch.Tensor:
+                  clip: bool = True,
+                  precondition: bool = False) -> torch.Tensor:
     """Restores a sharp image with conjugate gradients on the normal equations (see the module docstring).
 
     ``prior='gradient'``: one CG solve of ``(A^T A + weight D^T D) u = A^T v`` with up to ``cg_iter`` steps
@@ -225,10 +315,13 @@ def deconvolve_cg(blurry: torch.Tensor,
             bundled photos with noise sigma 0.01 (``benchmarks/bench_deconvolution.py``).
         num_iter (int): half-quadratic rounds (TV prior). Default: 3.
         cg_iter (int, optional): CG steps per linear solve. Default: 12 (gradient) or 8 (TV).
-        tol (float): relative-residual tolerance of each CG solve. Default: 1e-4.
+        tol (float): tolerance of each CG solve on the relative decrease of its residual (from the starting image's).
+            Default: 1e-4.
         tv_eps (float): smoothing of the TV norm (> 0; the weights are at most 1 / tv_eps). Default: 1e-2.
         init (Tensor, optional): (N, C, H, W) starting image; default the blurry image.
         clip (bool): clip the result to [0, 1]. Default: True.
+        precondition (bool): preconditioned CG with :func:`circulant_preconditioner`, ``mu`` the weight (gradient
+            prior) or :data:`PRECONDITIONER_SCALE` times the mean TV weight of each round. Default: False.
 
     Returns:
         Tensor: (N, C, H, W), in [0, 1] when ``clip``; computed without autograd.
@@ -242,18 +335,23 @@ def deconvolve_cg(blurry: torch.Tensor,
         raise ValueError(f'expected weight > 0, tv_eps > 0, num_iter >= 0 and cg_iter >= 0, got {weight}, {tv_eps}, '
                          f'{num_iter} and {cg_iter}')
     with torch.no_grad():
-        data = field.adjoint(blurry)
         estimate = blurry if init is None else init
+        residual = field.adjoint(blurry - field.blur(estimate))  # A^T (v - A u_0): one blur and one adjoint
+        inverse_for = circulant_preconditioner(field) if precondition else None
         if prior == 'gradient':
-            return _finish(conjugate_gradient(_normal_operator(field, weight), data, estimate, cg_iter, tol)[0], clip)
-        residual, previous = None, None
+            residual.sub_(weighted_laplacian(estimate, weight))
+            operator = _normal_operator(field, weight)
+            inverse = inverse_for(blurry.new_full((blurry.shape[0], ), weight)) if precondition else None
+            return _finish(conjugate_gradient(operator, None, estimate, cg_iter, tol, residual, inverse)[0], clip)
+        previous = 0.0
         for _ in range(int(num_iter)):
             grad = image_gradient(estimate)
             diffusivity = weight / (grad.square().sum(2, keepdim=True) + tv_eps * tv_eps).sqrt()
-            if residual is not None:  # new weights, same A^T A u: rhs - (A^T A + D^T W' D) u without another blur
-                residual = residual + image_gradient_adjoint((previous - diffusivity) * grad)
+            # new weights, same A^T A u: A^T v - (A^T A + D^T W' D) u without another blur
+            residual = residual + image_gradient_adjoint((previous - diffusivity) * grad)
             operator = _normal_operator(field, diffusivity)
-            estimate, _, _, residual = conjugate_gradient(operator, data, estimate, cg_iter, tol, residual)
+            inverse = inverse_for(PRECONDITIONER_SCALE * diffusivity.flatten(1).mean(1)) if precondition else None
+            estimate, _, _, residual = conjugate_gradient(operator, None, estimate, cg_iter, tol, residual, inverse)
             previous = diffusivity
     return _finish(estimate, clip)
 
@@ -267,4 +365,4 @@ def _normal_operator(field, weight) -> Callable[[torch.Tensor], torch.Tensor]:
 
     Shape: (N, C, H, W) -> (N, C, H, W).
     """
-    return lambda image: field.adjoint(field.blur(image)) + image_gradient_adjoint(weight * image_gradient(image))
+    return lambda image: field.adjoint(field.blur(image)).add_(weighted_laplacian(image, weight))

@@ -14,15 +14,19 @@ belongs to and its sizes are read off its keys and shapes:
   ``recon_trunk``); widths, blocks, levels and code channels read off; gives the operator F(x, k).
 
 Every network is returned in eval mode. The first three are *field estimators* (``forward(lq) -> field``).
+:func:`load_network` is the one checkpoint loader of the package: ``reference_models.load_estimator``, the scripts'
+``cli.load_estimator_checked``, ``restore.py`` and the benchmarks all go through it.
 """
 import os
 import re
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
+import yaml
 from torch import nn
 
-__all__ = ['ESTIMATOR_KINDS', 'OPERATOR_KIND', 'identify_checkpoint', 'load_network']
+__all__ = ['ESTIMATOR_KINDS', 'OPERATOR_KIND', 'NotAnEstimatorError', 'identify_checkpoint', 'load_network',
+           'read_checkpoint']
 
 ESTIMATOR_KINDS = ('FlowKernelEstimator', 'BasisKernelNet', 'MotionOffsetNet')
 OPERATOR_KIND = 'BlurOperatorFamily'
@@ -32,6 +36,10 @@ _SIGNATURES = (
     ('MotionOffsetNet', (('enc1.', 'head.'), ('conv_1.', 'conv_out_0.'))),
     ('BlurOperatorFamily', (('unet.', 'recon.'), ('adapter.model.', 'recon_trunk.'))),
 )
+
+
+class NotAnEstimatorError(ValueError):
+    """A checkpoint whose keys are those of none of the networks in the module docstring."""
 
 
 def identify_checkpoint(state: dict) -> str:
@@ -44,7 +52,7 @@ def identify_checkpoint(state: dict) -> str:
         str: one of :data:`ESTIMATOR_KINDS` or :data:`OPERATOR_KIND`.
 
     Raises:
-        ValueError: for any other network, naming what was expected and a few of the keys found.
+        NotAnEstimatorError: for any other network, naming what was expected and a few of the keys found.
     """
     prefixes = {key.split('.', 1)[0] + '.' for key in state}
     for kind, alternatives in _SIGNATURES:
@@ -52,8 +60,9 @@ def identify_checkpoint(state: dict) -> str:
             if all(any(key.startswith(prefix) for key in state) for prefix in needed):
                 return kind
     expected = '; '.join(f'{kind} ({" + ".join(alts[0])})' for kind, alts in _SIGNATURES)
-    raise ValueError(f'not a checkpoint of a blur-field estimator or a blur operator family: expected the weights of '
-                     f'{expected}; found top-level names {sorted(prefixes)[:8]}')
+    raise NotAnEstimatorError(f'not a checkpoint of a blur-field estimator or a blur operator family: expected the '
+                              f'weights of '
+                              f'{expected}; found top-level names {sorted(prefixes)[:8]}')
 
 
 def _count(state: dict, pattern: str) -> int:
@@ -95,24 +104,22 @@ def _basis_estimator(state: dict) -> Tuple[nn.Module, dict]:
     return net, state
 
 
-def _offset_estimator(state: dict, constraint: str) -> Tuple[nn.Module, dict]:
+def _offset_estimator(state: dict, constraint: Optional[str]) -> Tuple[nn.Module, dict]:
     from basicsr_blurfield.archs.motion_offset_arch import MotionOffsetNet, remap_official_keys
 
     if any(key.startswith('conv_out_0.') for key in state):
         state = remap_official_keys(state)
     first, outputs = state['enc1.conv.weight'], state['head.weight'].shape[0]
-    if outputs == 2:
-        constraint, steps = 'linear', 15
-    elif outputs == 4:
-        if constraint not in ('quadratic', 'bilinear'):
-            raise ValueError(
-                f'constraint: this MotionOffsetNet predicts two endpoints, so it is quadratic or bilinear; '
-                f'got {constraint!r}')
-        steps = 15
-    else:
-        constraint, steps = 'zero', outputs // 2
+    fitting = {2: ('linear', ), 4: ('quadratic', 'bilinear')}.get(outputs, ('zero', ))
+    if outputs == 4 and constraint not in (None, ) + fitting:
+        raise ValueError(f'constraint {constraint}: the checkpoint predicts {outputs} channels, which fits '
+                         f'{" or ".join(fitting)} (linear: 2, bilinear / quadratic: 4, zero: 2 T)')
+    constraint = constraint if outputs == 4 and constraint is not None else fitting[0]
     net = MotionOffsetNet(
-        in_channels=first.shape[1] // 4, num_feat=first.shape[0], constraint=constraint, num_steps=steps)
+        in_channels=first.shape[1] // 4,
+        num_feat=first.shape[0],
+        constraint=constraint,
+        num_steps=outputs // 2 if constraint == 'zero' else 15)
     return net, state
 
 
@@ -134,45 +141,77 @@ def _operator(state: dict) -> Tuple[nn.Module, dict]:
     return net, state
 
 
-def load_network(path: str, constraint: str = 'quadratic', device='cpu') -> Tuple[str, nn.Module]:
+def read_checkpoint(path: str) -> dict:
+    """Reads a checkpoint file on the CPU (``weights_only``), with a clear error for an empty or broken file.
+
+    Args:
+        path (str): ``.pth`` file.
+
+    Returns:
+        dict: the checkpoint as stored (a state dict or a dict wrapping one).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: an empty file, a truncated one or no torch checkpoint, or one that holds no dict.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{path}: no such checkpoint file')
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f'checkpoint {path!r} is empty (0 bytes)')
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for broken files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ''
+        raise ValueError(f'checkpoint {path!r} ({size} bytes) cannot be read: truncated or not a PyTorch checkpoint '
+                         f'({type(error).__name__}: {first_line[:200]})') from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'checkpoint {path!r}: expected a dict of weights, got {type(checkpoint).__name__}')
+    return checkpoint
+
+
+def load_network(path: str,
+                 constraint: Optional[str] = None,
+                 device='cpu',
+                 opt_path: Optional[str] = None) -> Tuple[str, nn.Module]:
     """Builds the network of a checkpoint file with the sizes read off its weights and loads them strictly.
 
-    ``params_ema`` is preferred over ``params``; a checkpoint that carries its ``network_g`` options (the shipped
-    reference models of :mod:`basicsr_blurfield.reference_models`) is built from them.
+    ``params_ema`` is preferred over ``params``. The network options come from, in order: ``opt_path`` (a training
+    YAML's ``network_g``), the checkpoint's own ``network_g`` (the shipped reference models of
+    :mod:`basicsr_blurfield.reference_models`), the sizes read off the weights.
 
     Args:
         path (str): ``.pth`` file (ours or published; wrappers and ``module.`` prefixes are removed) or the name of a
             shipped reference model (e.g. ``'ufpnet-ke-reference'``).
-        constraint (str): for a two-endpoint :class:`MotionOffsetNet`, ``'quadratic'`` or ``'bilinear'`` (the
-            weights cannot tell). Default: 'quadratic'.
+        constraint (str | None): for a two-endpoint :class:`MotionOffsetNet`, ``'quadratic'`` or ``'bilinear'`` (the
+            weights cannot tell); None: quadratic. Networks with one fitting constraint (linear: 2 outputs, zero:
+            2 T) take theirs. Must be one of ``MOTION_CONSTRAINTS``. Default: None.
         device (str | torch.device): where to put the network. Default: 'cpu'.
+        opt_path (str | None): options YAML whose ``network_g`` builds the network. Default: None.
 
     Returns:
         tuple: (kind, network in eval mode), kind one of :data:`ESTIMATOR_KINDS` or :data:`OPERATOR_KIND`.
 
     Raises:
-        ValueError: the file is not a checkpoint of one of these networks, or its weights do not fit the network.
-        OSError: the file cannot be read.
+        NotAnEstimatorError: the file holds the weights of none of these networks.
+        ValueError: an unknown constraint, an unreadable file, or weights that do not fit the network.
+        FileNotFoundError: neither a file nor a reference-model name.
     """
-    from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
-    from basicsr_blurfield.reference_models import REFERENCE_MODELS, reference_model_path
+    from basicsr.archs import build_network
 
-    if not os.path.isfile(path) and path in REFERENCE_MODELS:
-        path = reference_model_path(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'{path}: no such checkpoint file, and not a reference-model name (expected one of '
-                                f'{sorted(REFERENCE_MODELS)})')
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:  # torch raises several types for a file that is no checkpoint
-        raise ValueError(f'{path}: not a torch checkpoint ({type(error).__name__}: {str(error)[:200]})') from error
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f'{path}: expected a state dict or a dict wrapping one, got {type(checkpoint).__name__}')
+    from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
+    from basicsr_blurfield.archs.motion_offset_arch import MOTION_CONSTRAINTS
+    from basicsr_blurfield.reference_models import resolve_checkpoint
+
+    if constraint is not None and constraint not in MOTION_CONSTRAINTS:
+        raise ValueError(f'constraint: expected one of {MOTION_CONSTRAINTS}, got {constraint!r}')
+    path = resolve_checkpoint(path)
+    checkpoint = read_checkpoint(path)
     state = unwrap_state_dict(checkpoint, 'params_ema' if 'params_ema' in checkpoint else None)
     try:
         kind = identify_checkpoint(state)
-    except ValueError as error:
-        raise ValueError(f'{path}: {error}') from None
+    except NotAnEstimatorError as error:
+        raise NotAnEstimatorError(f'{path}: {error}') from None
     builders = {
         'FlowKernelEstimator': _flow_estimator,
         'BasisKernelNet': _basis_estimator,
@@ -181,12 +220,13 @@ def load_network(path: str, constraint: str = 'quadratic', device='cpu') -> Tupl
     }
     try:
         net, state = builders[kind](state)
-        if isinstance(checkpoint.get('network_g'), dict):  # reference models carry the options that built them
-            from basicsr.archs import build_network
-
+        if opt_path is not None:
+            with open(opt_path, encoding='utf-8') as handle:
+                net = build_network(dict(yaml.safe_load(handle)['network_g']))
+        elif isinstance(checkpoint.get('network_g'), dict):  # reference models carry the options that built them
             net = build_network(dict(checkpoint['network_g']))
         net.load_state_dict(state)
-    except (KeyError, RuntimeError, ValueError) as error:
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
         raise ValueError(f'{path}: looks like a {kind} checkpoint but its weights do not fit one: '
                          f'{str(error)[:300]}') from None
     return kind, net.to(device).eval()

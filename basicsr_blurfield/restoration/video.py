@@ -23,35 +23,11 @@ from torch import Tensor, nn
 
 from basicsr_blurfield.atomic import atomic_path, imwrite
 from basicsr_blurfield.fields import CONSTRAINTS, OffsetField
+from basicsr_blurfield.fields.offset_field import instant_weights
 from basicsr_blurfield.models.deblur_model import final_image
 
 __all__ = ['instant_weights', 'trajectory_at', 'frame_offsets', 'warp_backward', 'extract_frames', 'video_from_blurry',
            'write_video']
-
-
-def instant_weights(instants: Tensor, constraint: str) -> Tuple[Tensor, Tensor]:
-    """Coefficients ``(a, b)`` of a constrained trajectory at arbitrary instants: ``dp(u) = a(u) S + b(u) E``.
-
-    ``u`` runs from -1 (start S) through 0 (the sharp instant) to 1 (end E). Eq. (12) linear: ``a = -u, b = 0``
-    (E = -S); eq. (13) bi-linear: ``a = max(-u, 0), b = max(u, 0)``; eq. (14) quadratic: ``a = (u^2 - u) / 2,
-    b = (u^2 + u) / 2``. At ``u = linspace(-1, 1, T)`` these are ``fields.offset_field.trajectory_weights(T)``.
-
-    Args:
-        instants (Tensor): (F,) values in [-1, 1].
-        constraint (str): one of ``'linear'``, ``'bilinear'``, ``'quadratic'``.
-
-    Returns:
-        tuple[Tensor, Tensor]: ``a`` and ``b``, (F,) each, dtype of ``instants``.
-    """
-    if constraint not in CONSTRAINTS:
-        raise ValueError(f'constraint: expected one of {CONSTRAINTS} (free offsets cannot be evaluated at other '
-                         f'instants), got {constraint!r}')
-    u = instants
-    if constraint == 'linear':
-        return -u, torch.zeros_like(u)
-    if constraint == 'bilinear':
-        return (-u).clamp(min=0), u.clamp(min=0)
-    return (u * u - u) / 2, (u * u + u) / 2
 
 
 def _check_frames(num_frames) -> int:

@@ -228,6 +228,19 @@ def test_loader_rejects_another_networks_checkpoint_and_unequal_aliases():
         MotionOffsetNet(num_feat=8).load_state_dict(remap_official_keys(wrong_width))
 
 
+def test_our_own_checkpoint_loads_through_the_published_weight_loader(tmp_path):
+    torch.manual_seed(0)
+    ours = MotionOffsetNet(num_feat=4).eval()
+    assert remap_official_keys({'params': ours.state_dict()}).keys() == ours.state_dict().keys()
+    torch.save({'params': {'module.' + k: v for k, v in ours.state_dict().items()}}, tmp_path / 'net_g.pth')
+    loaded = load_published_weights(MotionOffsetNet(num_feat=4), str(tmp_path / 'net_g.pth')).eval()
+    image = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        assert torch.equal(loaded(image).offsets, ours(image).offsets)
+    with pytest.raises(ValueError, match="not a key of the authors' OffsetNet_quad"):
+        remap_official_keys({'head.weight': torch.zeros(1), 'intro.weight': torch.zeros(1)})
+
+
 def test_converted_network_reproduces_the_authors_outputs():
     meta, arrays = load_golden('motion_etr')
     net = MotionOffsetNet().eval()

@@ -1,42 +1,23 @@
 """BasisKernelModel trained from options/basis_kernels_synthetic.yml at tiny sizes; the reblur fine-tuning YAML."""
 import glob
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from basicsr.data import build_dataset
 from basicsr.models import build_model
 from basicsr_blurfield.archs.basis_kernel_arch import BasisKernelNet
+from tests.conftest import experiment_paths, load_project_option, train_through_basicsr, validate_figures
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_NET = dict(num_basis=6, kernel_size=9, num_feat=16, enc_channels=[16, 32, 32], kernel_channels=[32, 16, 16])
-
-
-def load_option(name: str) -> dict:
-    with open(os.path.join(ROOT, 'options', name)) as handle:
-        return yaml.safe_load(handle)
-
-
-def paths(root) -> dict:
-    root = str(root)
-    return dict(
-        experiments_root=root,
-        models=os.path.join(root, 'models'),
-        log=root,
-        training_states=os.path.join(root, 'training_states'),
-        visualization=os.path.join(root, 'vis'))
 
 
 def tiny_basis_option(root, total_iter: int, switch_iter: int) -> dict:
     """The recipe YAML with sizes overridden: bundled photos, 32 px crops, K = 9, a small net, 256 sampled pixels."""
-    opt = load_option('basis_kernels_synthetic.yml')
+    opt = load_project_option('basis_kernels_synthetic.yml')
     opt.update(num_gpu=0, is_train=True, dist=False, rank=0, world_size=1)
-    opt['path'].update(paths(root))
+    opt['path'].update(experiment_paths(root))
     for phase, dataset in opt['datasets'].items():
         dataset.update(dataroot_gt=None, gt_size=32, kernel_size=9, min_region_area=50, phase=phase)
     opt['datasets']['train'].update(batch_size_per_gpu=4, num_worker_per_gpu=0)
@@ -49,17 +30,8 @@ def tiny_basis_option(root, total_iter: int, switch_iter: int) -> dict:
     return opt
 
 
-def validate(model, dataset) -> dict:
-    figures = []
-    for batch in torch.utils.data.DataLoader(dataset, batch_size=1):
-        model.feed_data(batch)
-        model.test()
-        figures.append(model.evaluate_current())
-    return {name: float(np.mean([f[name] for f in figures])) for name in figures[0]}
-
-
 def test_recipe_yaml_is_the_papers_configuration():
-    opt = load_option('basis_kernels_synthetic.yml')
+    opt = load_project_option('basis_kernels_synthetic.yml')
     net = BasisKernelNet(**{key: value for key, value in opt['network_g'].items() if key != 'type'})
     assert sum(p.numel() for p in net.parameters()) == 79829298
     train = opt['train']
@@ -76,7 +48,7 @@ def test_short_cpu_training_from_the_yaml_lowers_losses_and_beats_the_identity_f
     opt = tiny_basis_option(tmp_path, total_iter, switch_iter=total_iter + 1)
     train_set, val_set = build_dataset(opt['datasets']['train']), build_dataset(opt['datasets']['val'])
     model = build_model(opt)
-    before = validate(model, val_set)
+    before = validate_figures(model, val_set)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
     log, step = [], 0
@@ -89,7 +61,7 @@ def test_short_cpu_training_from_the_yaml_lowers_losses_and_beats_the_identity_f
             log.append({name: float(value) for name, value in model.log_dict.items()})
             if step == total_iter:
                 break
-    after = validate(model, val_set)
+    after = validate_figures(model, val_set)
     first, last = log[:20], log[-20:]
     for name in ('l_reblur', 'l_kernel'):
         start, end = np.mean([e[name] for e in first]), np.mean([e[name] for e in last])
@@ -115,25 +87,10 @@ def test_unknown_validation_metric_is_rejected(tmp_path):
 
 def test_yaml_trains_validates_and_saves_through_the_basicsr_pipeline(tmp_path):
     opt = tiny_basis_option(tmp_path, total_iter=2, switch_iter=1)
-    for key in ('is_train', 'dist', 'rank', 'world_size'):
-        opt.pop(key)
-    opt['name'] = 'tiny-basis'
     opt['path'] = {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None}
     opt['datasets']['val']['num_samples'] = 2
-    opt['val'].update(val_freq=2, save_img=True, kernel_grid_step=16)
-    opt['logger'].update(print_freq=1, save_checkpoint_freq=2, use_tb_logger=False)
-    option_path = tmp_path / 'tiny.yml'
-    option_path.write_text(yaml.safe_dump(opt))
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    result = subprocess.run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt',
-                             str(option_path)],
-                            cwd=tmp_path,
-                            capture_output=True,
-                            text=True,
-                            env=env,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    experiment = tmp_path / 'experiments' / 'tiny-basis'
+    opt['val'].update(save_img=True, kernel_grid_step=16)
+    experiment = train_through_basicsr(tmp_path, opt, 'tiny-basis')
     assert (experiment / 'models' / 'net_g_2.pth').is_file()
     log = open(glob.glob(str(experiment / 'train_*.log'))[0]).read()
     assert 'l_reblur' in log and 'l_kernel' in log and '# reblur_psnr' in log and '# kernel_error' in log
@@ -146,9 +103,10 @@ def test_reblur_finetune_yaml_trains_the_deblurrer_through_a_frozen_estimator(tm
     gt_dir, lq_dir = make_paired_folders(str(tmp_path / 'data'), count=2, size=(32, 32))
     estimator = BasisKernelNet(**TINY_NET)
     torch.save({'params': estimator.state_dict()}, tmp_path / 'net_k.pth')
-    opt = load_option('deblur_reblur_finetune.yml')
+    opt = load_project_option('deblur_reblur_finetune.yml')
     opt.update(num_gpu=0, is_train=True, dist=False, rank=0, world_size=1)
-    opt['path'].update(paths(tmp_path / 'exp'), pretrain_network_g=None, pretrain_network_k=str(tmp_path / 'net_k.pth'))
+    opt['path'].update(experiment_paths(tmp_path / 'exp'), pretrain_network_g=None,
+                       pretrain_network_k=str(tmp_path / 'net_k.pth'))
     opt['network_g'].update(width=8, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])
     opt['network_k'].update(TINY_NET)
     opt['datasets']['train'].update(

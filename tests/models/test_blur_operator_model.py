@@ -2,38 +2,23 @@
 pipeline (validation figures, transfer strips, checkpoints), the VAE's KL term and checkpoint loading."""
 import copy
 import glob
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-import yaml
 
 from basicsr.data import build_dataset
 from basicsr.models import build_model
+from tests.conftest import experiment_paths, load_project_option, train_through_basicsr
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_G = dict(num_feat=8, num_front_block=1, enc_feat=8, num_down=3, code_channels=16, num_block=1)
 TINY_F = dict(num_feat=8, num_front_block=1, num_back_block=1, unet_feat=8, num_levels=3, code_channels=16)
 
 
-def load_option(name: str) -> dict:
-    with open(os.path.join(ROOT, 'options', name)) as handle:
-        return yaml.safe_load(handle)
-
-
 def tiny_option(root, total_iter: int = 4, name: str = 'blur_kernel_space_synthetic.yml') -> dict:
     """The YAML with sizes overridden: bundled photos, 32 px crops, K = 9, tiny G and F."""
-    opt = load_option(name)
+    opt = load_project_option(name)
     opt.update(num_gpu=0, is_train=True, dist=False, rank=0, world_size=1)
-    root = str(root)
-    opt['path'].update(
-        experiments_root=root,
-        models=os.path.join(root, 'models'),
-        log=root,
-        training_states=os.path.join(root, 'training_states'),
-        visualization=os.path.join(root, 'vis'))
+    opt['path'].update(experiment_paths(root))
     for phase, dataset in opt['datasets'].items():
         dataset.update(dataroot_gt=None, gt_size=32, kernel_size=9, min_region_area=50, phase=phase)
     opt['datasets']['train'].update(batch_size_per_gpu=4, num_worker_per_gpu=0)
@@ -60,14 +45,14 @@ def validate(model, dataset) -> dict:
 
 def test_recipe_yamls_are_the_published_configuration(tmp_path):
     for name in ('blur_kernel_space_gopro.yml', 'blur_kernel_space_synthetic.yml'):
-        opt = load_option(name)
+        opt = load_project_option(name)
         train = opt['train']
         assert train['pixel_opt'] == {'type': 'CharbonnierLoss', 'loss_weight': 1.0, 'reduction': 'sum', 'eps': 1e-6}
         assert train['optim_g'] == {'type': 'Adam', 'lr': 1e-4, 'betas': [0.9, 0.99]}
         assert train['scheduler']['periods'] == [50000, 100000, 150000, 150000, 150000]
         assert train['total_iter'] == sum(train['scheduler']['periods']) == 600000
         assert opt['datasets']['train']['batch_size_per_gpu'] == 16 and opt['datasets']['train']['gt_size'] == 256
-    opt = load_option('blur_kernel_space_gopro.yml')
+    opt = load_project_option('blur_kernel_space_gopro.yml')
     opt.update(num_gpu=0, is_train=False, dist=False, rank=0, world_size=1)
     model = build_model(opt)
     assert model.net_f.features is model.net_g.features
@@ -121,25 +106,10 @@ def test_short_cpu_run_from_the_synthetic_yaml_lowers_the_loss_and_trains_both_n
 
 def test_yaml_trains_validates_and_saves_through_the_basicsr_pipeline(tmp_path):
     opt = tiny_option(tmp_path, total_iter=2)
-    for key in ('is_train', 'dist', 'rank', 'world_size'):
-        opt.pop(key)
-    opt['name'] = 'tiny-bks'
     opt['path'] = {'pretrain_network_g': None, 'pretrain_network_f': None, 'resume_state': None}
     opt['datasets']['val']['num_samples'] = 2
-    opt['val'].update(val_freq=2, save_img=True)
-    opt['logger'].update(print_freq=1, save_checkpoint_freq=2, use_tb_logger=False)
-    option_path = tmp_path / 'tiny.yml'
-    option_path.write_text(yaml.safe_dump(opt))
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    result = subprocess.run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt',
-                             str(option_path)],
-                            cwd=tmp_path,
-                            capture_output=True,
-                            text=True,
-                            env=env,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    experiment = tmp_path / 'experiments' / 'tiny-bks'
+    opt['val'].update(save_img=True)
+    experiment = train_through_basicsr(tmp_path, opt, 'tiny-bks')
     assert (experiment / 'models' / 'net_g_2.pth').is_file() and (experiment / 'models' / 'net_f_2.pth').is_file()
     log = open(glob.glob(str(experiment / 'train_*.log'))[0]).read()
     for figure in ('l_pix', '# reblur_psnr', '# identity_psnr', '# transfer_psnr'):

@@ -211,3 +211,12 @@ def test_the_network_structure_goes_to_the_log_file_only(tmp_path, capsys):
     assert 'Network: NAFNet, with parameters:' in log and 'NAFBlock(' in log
     console = capsys.readouterr()
     assert 'NAFBlock(' not in console.out + console.err
+
+
+def test_a_pretrained_path_that_is_neither_a_file_nor_a_reference_name_is_named_with_the_choices(tmp_path):
+    from basicsr_blurfield.archs.kernel_estimator_arch import FlowKernelEstimator
+    from basicsr_blurfield.models.base import BlurFieldBaseModel
+
+    model = BlurFieldBaseModel.__new__(BlurFieldBaseModel)
+    with pytest.raises(FileNotFoundError, match=r"'no-such-model'.*ufpnet-ke-reference"):
+        model.load_network(FlowKernelEstimator(kernel_size=5, num_feat=4), 'no-such-model')

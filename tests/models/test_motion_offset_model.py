@@ -1,43 +1,23 @@
 """MotionOffsetModel from options/motion_etr_synthetic.yml and motion_etr_gopro.yml at tiny sizes; motion error."""
 import glob
-import os
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 import torch
-import yaml
 
 from basicsr.data import build_dataset
 from basicsr.models import build_model
 from basicsr_blurfield.archs.motion_offset_arch import MotionOffsetNet
 from basicsr_blurfield.fields import OffsetField
 from basicsr_blurfield.models.motion_offset_model import motion_error
+from tests.conftest import experiment_paths, load_project_option, train_through_basicsr, validate_figures
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def load_option(name: str) -> dict:
-    with open(os.path.join(ROOT, 'options', name)) as handle:
-        return yaml.safe_load(handle)
-
-
-def paths(root) -> dict:
-    root = str(root)
-    return dict(
-        experiments_root=root,
-        models=os.path.join(root, 'models'),
-        log=root,
-        training_states=os.path.join(root, 'training_states'),
-        visualization=os.path.join(root, 'vis'))
 
 
 def tiny_option(root, total_iter: int) -> dict:
     """motion_etr_synthetic.yml with sizes overridden: bundled photos, 32 px crops, K = 9, nf = 8, 3-scale MS-SSIM."""
-    opt = load_option('motion_etr_synthetic.yml')
+    opt = load_project_option('motion_etr_synthetic.yml')
     opt.update(num_gpu=0, is_train=True, dist=False, rank=0, world_size=1)
-    opt['path'].update(paths(root))
+    opt['path'].update(experiment_paths(root))
     for phase, dataset in opt['datasets'].items():
         dataset.update(dataroot_gt=None, gt_size=32, kernel_size=9, phase=phase)
     opt['datasets']['train'].update(batch_size_per_gpu=4, num_worker_per_gpu=0)
@@ -50,17 +30,8 @@ def tiny_option(root, total_iter: int) -> dict:
     return opt
 
 
-def validate(model, dataset) -> dict:
-    figures = []
-    for batch in torch.utils.data.DataLoader(dataset, batch_size=1):
-        model.feed_data(batch)
-        model.test()
-        figures.append(model.evaluate_current())
-    return {name: float(np.mean([f[name] for f in figures])) for name in figures[0]}
-
-
 def test_gopro_yaml_is_the_published_recipe():
-    opt = load_option('motion_etr_gopro.yml')
+    opt = load_project_option('motion_etr_gopro.yml')
     net = MotionOffsetNet(**{key: value for key, value in opt['network_g'].items() if key != 'type'})
     assert sum(p.numel() for p in net.parameters()) == 1129604
     assert (net.constraint, net.num_steps, net.padding) == ('quadratic', 15, 'zeros')
@@ -71,7 +42,7 @@ def test_gopro_yaml_is_the_published_recipe():
     assert train['total_iter'] == train['scheduler']['total_iters'] == 801 * -(-2103 // 8)
     assert train['scheduler']['type'] == 'LinearLR' and train['scheduler']['end_factor'] == 0
     assert opt['datasets']['train']['gt_size'] == 256 and opt['datasets']['train']['batch_size_per_gpu'] == 8
-    synthetic = load_option('motion_etr_synthetic.yml')
+    synthetic = load_project_option('motion_etr_synthetic.yml')
     assert synthetic['datasets']['val']['field_representation'] == 'offset'
     assert 'motion_error' in synthetic['val']['metrics']
 
@@ -95,7 +66,7 @@ def test_short_cpu_training_from_the_yaml_beats_the_identity_field_and_lowers_mo
     opt = tiny_option(tmp_path, total_iter)
     train_set, val_set = build_dataset(opt['datasets']['train']), build_dataset(opt['datasets']['val'])
     model = build_model(opt)
-    before = validate(model, val_set)
+    before = validate_figures(model, val_set)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
     for step, batch in enumerate(loader, 1):
@@ -105,7 +76,7 @@ def test_short_cpu_training_from_the_yaml_beats_the_identity_field_and_lowers_mo
         if step == total_iter:
             break
     assert set(model.log_dict) == {'l_reblur', 'l_msssim', 'l_tv', 'l_magnitude'}
-    after = validate(model, val_set)
+    after = validate_figures(model, val_set)
     print(f'validation before: {before}\nvalidation after {total_iter} iterations: {after}')
     assert after['reblur_psnr'] > after['identity_psnr'] + 1.0
     assert after['reblur_psnr'] > before['reblur_psnr'] + 0.5
@@ -126,26 +97,11 @@ def test_unknown_metric_and_missing_losses_are_rejected(tmp_path):
 
 def test_yaml_trains_validates_and_saves_trajectory_plots_through_the_basicsr_pipeline(tmp_path):
     opt = tiny_option(tmp_path, 2)
-    for key in ('is_train', 'dist', 'rank', 'world_size'):
-        opt.pop(key)
-    opt['name'] = 'tiny-motion-etr'
     opt['path'] = {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None}
     opt['network_g']['num_feat'] = 4
     opt['datasets']['val']['num_samples'] = 2
-    opt['val'].update(val_freq=2, save_img=True, trajectory_step=8)
-    opt['logger'].update(print_freq=1, save_checkpoint_freq=2, use_tb_logger=False)
-    option_path = tmp_path / 'tiny.yml'
-    option_path.write_text(yaml.safe_dump(opt))
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    result = subprocess.run([sys.executable, '-m', 'basicsr_blurfield.train', '-opt',
-                             str(option_path)],
-                            cwd=tmp_path,
-                            capture_output=True,
-                            text=True,
-                            env=env,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    experiment = tmp_path / 'experiments' / 'tiny-motion-etr'
+    opt['val'].update(save_img=True, trajectory_step=8)
+    experiment = train_through_basicsr(tmp_path, opt, 'tiny-motion-etr')
     checkpoint = torch.load(experiment / 'models' / 'net_g_2.pth', weights_only=True)
     MotionOffsetNet(num_feat=4).load_state_dict(checkpoint['params'])
     log = open(glob.glob(str(experiment / 'train_*.log'))[0]).read()

@@ -7,8 +7,9 @@ import torch
 
 from basicsr_blurfield.fields import PADDING_MODES, BasisField, KernelField, OffsetField
 from basicsr_blurfield.fields.generators import linear_kernel, region_field
-from basicsr_blurfield.restoration.deconvolution import (conjugate_gradient, deconvolve_cg, image_gradient,
-                                                         image_gradient_adjoint, richardson_lucy_tv, tv_divergence)
+from basicsr_blurfield.restoration.deconvolution import (circulant_preconditioner, conjugate_gradient, deconvolve_cg,
+                                                         image_gradient, image_gradient_adjoint, richardson_lucy_tv,
+                                                         tv_divergence, weighted_laplacian)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -46,6 +47,7 @@ METHODS = {
     'rl_tv': lambda blurry, field: richardson_lucy_tv(blurry, field, num_iter=30, tv_weight=2e-3),
     'cg_gradient': lambda blurry, field: deconvolve_cg(blurry, field, prior='gradient'),
     'cg_tv': lambda blurry, field: deconvolve_cg(blurry, field, prior='tv'),
+    'pcg_tv': lambda blurry, field: deconvolve_cg(blurry, field, prior='tv', precondition=True),
 }
 
 
@@ -93,8 +95,35 @@ def test_cg_equals_a_dense_linear_solve(kind, padding):
     grad = dense_matrix(image_gradient, shape)
     normal = blur.T @ blur + weight * grad.T @ grad
     expected = torch.linalg.solve(normal, blur.T @ blurry.flatten()).view(shape)
-    restored = deconvolve_cg(blurry, field, prior='gradient', weight=weight, cg_iter=500, tol=1e-12, clip=False)
-    assert torch.allclose(restored, expected, atol=1e-9), float((restored - expected).abs().max())
+    for precondition in (False, True):
+        options = dict(weight=weight, cg_iter=500, tol=1e-12, clip=False, precondition=precondition)
+        restored = deconvolve_cg(blurry, field, prior='gradient', **options)
+        assert torch.allclose(restored, expected, atol=1e-9), (precondition, float((restored - expected).abs().max()))
+
+
+def test_weighted_laplacian_is_the_transpose_of_the_weighted_gradient():
+    generator = torch.Generator().manual_seed(8)
+    image = torch.rand(2, 3, 5, 8, generator=generator, dtype=torch.float64)
+    weights = torch.rand(2, 3, 1, 5, 8, generator=generator, dtype=torch.float64)
+    for weight in (0.3, weights):
+        expected = image_gradient_adjoint(weight * image_gradient(image))
+        assert torch.allclose(weighted_laplacian(image, weight), expected, atol=1e-14)
+
+
+def test_circulant_preconditioner_is_symmetric_positive_definite_and_speeds_up_cg():
+    generator = torch.Generator().manual_seed(9)
+    taps = torch.zeros(1, 49, 1, 1, dtype=torch.float64)
+    taps[0, 21:28] = 1 / 7  # the same horizontal 7-tap box at every pixel
+    field = KernelField(taps.expand(1, 49, 32, 32).contiguous(), padding='zeros')
+    inverse = circulant_preconditioner(field)(torch.tensor([1e-3], dtype=torch.float64))
+    x, y = torch.rand(2, 1, 3, 32, 32, generator=generator, dtype=torch.float64)
+    assert torch.isclose((inverse(x) * y).sum(), (x * inverse(y)).sum(), rtol=1e-10)
+    assert float((x * inverse(x)).sum()) > 0
+    operator = lambda u: field.adjoint(field.blur(u)) + 1e-3 * image_gradient_adjoint(image_gradient(u))  # noqa: E731
+    rhs = field.adjoint(x)
+    plain, plain_steps, _, _ = conjugate_gradient(operator, rhs, max_iter=400, tol=1e-8)
+    fast, fast_steps, _, _ = conjugate_gradient(operator, rhs, max_iter=400, tol=1e-8, preconditioner=inverse)
+    assert torch.allclose(fast, plain, atol=1e-5) and 2 * fast_steps < plain_steps, (fast_steps, plain_steps)
 
 
 def test_cg_solves_each_sample_of_a_batch_on_its_own():
@@ -171,7 +200,8 @@ def test_results_stay_in_the_unit_range(method):
     restored = METHODS[method](blurry, field)
     assert float(restored.min()) >= 0 and float(restored.max()) <= 1
     if method != 'rl_tv':  # unclipped, the linear solvers overshoot on saturated edges: the clip is what holds
-        unclipped = deconvolve_cg(blurry, field, prior=method[3:], clip=False)
+        prior = method.split('_')[1]
+        unclipped = deconvolve_cg(blurry, field, prior=prior, clip=False, precondition=method.startswith('p'))
         assert float(unclipped.max()) > 1 or float(unclipped.min()) < 0
 
 
@@ -179,6 +209,7 @@ CONVERGED = {
     'rl_tv': lambda blurry, field: richardson_lucy_tv(blurry, field, num_iter=100, tv_weight=2e-3),
     'cg_gradient': lambda blurry, field: deconvolve_cg(blurry, field, prior='gradient', cg_iter=200),
     'cg_tv': lambda blurry, field: deconvolve_cg(blurry, field, prior='tv', num_iter=4, cg_iter=60),
+    'pcg_tv': lambda blurry, field: deconvolve_cg(blurry, field, prior='tv', num_iter=4, cg_iter=30, precondition=True),
 }
 
 
@@ -232,6 +263,8 @@ def test_invalid_arguments_are_rejected():
             solve(torch.rand(1, 3, 48, 48, dtype=torch.float64), basis_field())
         with pytest.raises(TypeError, match='expected a blur field with blur and adjoint'):
             solve(torch.rand(1, 3, 48, 48), torch.rand(1, 9, 48, 48))
+    with pytest.raises(ValueError, match='without rhs, pass init and its residual'):
+        conjugate_gradient(lambda x: x, None, torch.zeros(2))
     with pytest.raises(ValueError, match="prior: expected one of \\('gradient', 'tv'\\), got 'l1'"):
         deconvolve_cg(torch.rand(1, 3, 48, 48), basis_field(), prior='l1')
 
