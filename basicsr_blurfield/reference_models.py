@@ -20,7 +20,7 @@ import yaml
 from torch import nn
 
 __all__ = ['KINDS', 'NETWORK_OF_KIND', 'REFERENCE_MODELS', 'export_reference', 'load_estimator', 'reference_model_path',
-           'resolve_checkpoint', 'stored_network_options']
+           'resolve_checkpoint']
 
 KINDS = ('ufpnet', 'basis', 'offsets')
 REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'reference_models')
@@ -54,13 +54,6 @@ def resolve_checkpoint(name_or_path: str) -> str:
         return reference_model_path(name_or_path)
     raise FileNotFoundError(f'checkpoint {name_or_path!r}: no such file, and not a reference-model name (expected '
                             f'one of {sorted(REFERENCE_MODELS)})')
-
-
-def stored_network_options(path: str) -> Optional[dict]:
-    """The ``network_g`` options a reference-model file carries (None for checkpoints without them)."""
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    options = checkpoint.get('network_g') if isinstance(checkpoint, dict) else None
-    return dict(options) if isinstance(options, dict) else None
 
 
 def load_estimator(name_or_path: str, kind: Optional[str] = None, opt_path: Optional[str] = None,
