@@ -83,8 +83,8 @@ def load_estimator_checked(name_or_path: str, kind: str, opt_path: Optional[str]
     """
     from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
     from basicsr_blurfield.reference_models import NETWORK_OF_KIND, resolve_checkpoint
-    from basicsr_blurfield.restoration.estimators import (NotAnEstimatorError, identify_checkpoint, load_network,
-                                                          read_checkpoint)
+    from basicsr_blurfield.restoration.estimators import (NotAnEstimatorError, identify_checkpoint,
+                                                          network_from_checkpoint, read_checkpoint)
 
     try:
         path = resolve_checkpoint(name_or_path)
@@ -104,7 +104,7 @@ def load_estimator_checked(name_or_path: str, kind: str, opt_path: Optional[str]
         raise ScriptError(f'checkpoint {path!r} holds {KIND_NAMES[found][0]}; this script needs '
                           f'{KIND_NAMES[kind][0]} (use {KIND_NAMES[found][1]} for that checkpoint)')
     try:
-        _, net = load_network(path, device=device, opt_path=opt_path)
+        _, net = network_from_checkpoint(checkpoint, path, device=device, opt_path=opt_path)
     except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0][:300]
         raise ScriptError(f'checkpoint {path!r} does not fit the network ({first_line}); pass the training options '

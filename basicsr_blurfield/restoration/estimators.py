@@ -26,7 +26,7 @@ import yaml
 from torch import nn
 
 __all__ = ['ESTIMATOR_KINDS', 'OPERATOR_KIND', 'NotAnEstimatorError', 'identify_checkpoint', 'load_network',
-           'read_checkpoint']
+           'network_from_checkpoint', 'read_checkpoint']
 
 ESTIMATOR_KINDS = ('FlowKernelEstimator', 'BasisKernelNet', 'MotionOffsetNet')
 OPERATOR_KIND = 'BlurOperatorFamily'
@@ -69,8 +69,7 @@ def _count(state: dict, pattern: str) -> int:
     return sum(1 for key in state if re.fullmatch(pattern, key))
 
 
-def _flow_estimator(state: dict) -> Tuple[nn.Module, dict]:
-    from basicsr_blurfield.archs.kernel_estimator_arch import FlowKernelEstimator
+def _flow_estimator(state: dict) -> Tuple[dict, dict]:
     from basicsr_blurfield.archs.ufpnet_arch import remap_official_keys
 
     state = {
@@ -78,34 +77,36 @@ def _flow_estimator(state: dict) -> Tuple[nn.Module, dict]:
         for key, value in remap_official_keys(state).items() if key.startswith(('kernel_extra.', 'flow.'))
     }
     head = state['kernel_extra.Encoding_Block1.Conv_head.weight']
-    net = FlowKernelEstimator(
+    options = dict(
+        type='FlowKernelEstimator',
         img_channel=head.shape[1],
         kernel_size=int(state['flow.kernel_size']),
         num_feat=head.shape[0],
         flow_num_block=_count(state, r'flow\.net\.\d+\.mask'),
         flow_hidden_size=state['flow.net.0.s_net.0.weight'].shape[0])
-    return net, state
+    return options, state
 
 
-def _basis_estimator(state: dict) -> Tuple[nn.Module, dict]:
-    from basicsr_blurfield.archs.basis_kernel_arch import BasisKernelNet, remap_official_keys
+def _basis_estimator(state: dict) -> Tuple[dict, dict]:
+    from basicsr_blurfield.archs.basis_kernel_arch import remap_official_keys
 
     if any(key.startswith('kernels_end.') for key in state):
         state = remap_official_keys(state)
     levels = _count(state, r'encoder\.\d+\.body\.0\.weight')
     inputs = _count(state, r'conv_in\.\d+\.0\.weight')
-    net = BasisKernelNet(
+    options = dict(
+        type='BasisKernelNet',
         num_basis=state['mixing_out.4.weight'].shape[0],
         kernel_size=2**_count(state, r'kernel_decoder\.\d+\.up\.weight') + 1,
         num_feat=state['conv_in.0.0.weight'].shape[0],
         enc_channels=tuple(state[f'encoder.{i}.body.0.weight'].shape[0] for i in range(levels)),
         kernel_channels=tuple(state[f'kernel_decoder.{i}.fuse.0.weight'].shape[0] for i in range(levels)),
         in_channels=tuple(state[f'conv_in.{j}.0.weight'].shape[1] for j in range(inputs)))
-    return net, state
+    return options, state
 
 
-def _offset_estimator(state: dict, constraint: Optional[str]) -> Tuple[nn.Module, dict]:
-    from basicsr_blurfield.archs.motion_offset_arch import MotionOffsetNet, remap_official_keys
+def _offset_estimator(state: dict, constraint: Optional[str]) -> Tuple[dict, dict]:
+    from basicsr_blurfield.archs.motion_offset_arch import remap_official_keys
 
     if any(key.startswith('conv_out_0.') for key in state):
         state = remap_official_keys(state)
@@ -115,22 +116,24 @@ def _offset_estimator(state: dict, constraint: Optional[str]) -> Tuple[nn.Module
         raise ValueError(f'constraint {constraint}: the checkpoint predicts {outputs} channels, which fits '
                          f'{" or ".join(fitting)} (linear: 2, bilinear / quadratic: 4, zero: 2 T)')
     constraint = constraint if outputs == 4 and constraint is not None else fitting[0]
-    net = MotionOffsetNet(
+    options = dict(
+        type='MotionOffsetNet',
         in_channels=first.shape[1] // 4,
         num_feat=first.shape[0],
         constraint=constraint,
         num_steps=outputs // 2 if constraint == 'zero' else 15)
-    return net, state
+    return options, state
 
 
-def _operator(state: dict) -> Tuple[nn.Module, dict]:
-    from basicsr_blurfield.archs.blur_kernel_space_arch import BlurOperatorFamily, remap_operator_keys
+def _operator(state: dict) -> Tuple[dict, dict]:
+    from basicsr_blurfield.archs.blur_kernel_space_arch import remap_operator_keys
 
     state = remap_operator_keys(state)
     levels = _count(state, r'unet\.(inner\.)*down\.weight')
     innermost = 'unet.' + 'inner.' * (levels - 1)
     first = state['features.conv_first.weight']
-    net = BlurOperatorFamily(
+    options = dict(
+        type='BlurOperatorFamily',
         num_in_ch=first.shape[1],
         num_feat=first.shape[0],
         num_front_block=_count(state, r'features\.body\.\d+\.conv1\.weight'),
@@ -138,7 +141,7 @@ def _operator(state: dict) -> Tuple[nn.Module, dict]:
         unet_feat=state['unet.down.weight'].shape[0],
         num_levels=levels,
         code_channels=state[innermost + 'up.weight'].shape[0] - state[innermost + 'down.weight'].shape[0])
-    return net, state
+    return options, state
 
 
 def read_checkpoint(path: str) -> dict:
@@ -197,16 +200,29 @@ def load_network(path: str,
         ValueError: an unknown constraint, an unreadable file, or weights that do not fit the network.
         FileNotFoundError: neither a file nor a reference-model name.
     """
-    from basicsr.archs import build_network
-
-    from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
     from basicsr_blurfield.archs.motion_offset_arch import MOTION_CONSTRAINTS
     from basicsr_blurfield.reference_models import resolve_checkpoint
 
     if constraint is not None and constraint not in MOTION_CONSTRAINTS:
         raise ValueError(f'constraint: expected one of {MOTION_CONSTRAINTS}, got {constraint!r}')
     path = resolve_checkpoint(path)
-    checkpoint = read_checkpoint(path)
+    return network_from_checkpoint(read_checkpoint(path), path, constraint, device, opt_path)
+
+
+def network_from_checkpoint(checkpoint: dict,
+                            path: str,
+                            constraint: Optional[str] = None,
+                            device='cpu',
+                            opt_path: Optional[str] = None) -> Tuple[str, nn.Module]:
+    """:func:`load_network` for a checkpoint already read by :func:`read_checkpoint` (``path`` names it in errors).
+
+    Returns:
+        tuple: (kind, network in eval mode), as :func:`load_network`.
+    """
+    from basicsr.archs import build_network
+
+    from basicsr_blurfield.archs.checkpoints import unwrap_state_dict
+
     state = unwrap_state_dict(checkpoint, 'params_ema' if 'params_ema' in checkpoint else None)
     try:
         kind = identify_checkpoint(state)
@@ -219,12 +235,13 @@ def load_network(path: str,
         'BlurOperatorFamily': _operator,
     }
     try:
-        net, state = builders[kind](state)
+        options, state = builders[kind](state)
         if opt_path is not None:
             with open(opt_path, encoding='utf-8') as handle:
-                net = build_network(dict(yaml.safe_load(handle)['network_g']))
+                options = yaml.safe_load(handle)['network_g']
         elif isinstance(checkpoint.get('network_g'), dict):  # reference models carry the options that built them
-            net = build_network(dict(checkpoint['network_g']))
+            options = checkpoint['network_g']
+        net = build_network(dict(options))
         net.load_state_dict(state)
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         raise ValueError(f'{path}: looks like a {kind} checkpoint but its weights do not fit one: '
