@@ -13,19 +13,11 @@ they were trained with. Each trajectory is drawn from blue (first instant) to re
 writes the :class:`OffsetField` itself (``save_field``, .npz; ``load_field`` reads it back).
 """
 import argparse
+import os
 from typing import Optional
 
-import cv2
-import torch
 
-import basicsr_blurfield  # noqa: F401  (applies compat, registers the archs)
-from basicsr_blurfield.archs.motion_offset_arch import MOTION_CONSTRAINTS, MotionOffsetNet
-from basicsr_blurfield.atomic import imwrite
-from basicsr_blurfield.fields import OffsetField, draw_trajectories, save_field
-from basicsr_blurfield.restoration.estimators import NotAnEstimatorError, load_network
-
-
-def load_offset_net(checkpoint: str, constraint: Optional[str] = None) -> MotionOffsetNet:
+def load_offset_net(checkpoint: str, constraint: Optional[str] = None):
     """A MotionOffsetNet with the sizes and weights of ``checkpoint`` (ours or the authors'), in eval mode, through
     :func:`basicsr_blurfield.restoration.estimators.load_network`.
 
@@ -38,6 +30,8 @@ def load_offset_net(checkpoint: str, constraint: Optional[str] = None) -> Motion
         KeyError: the file holds another network's weights.
         ValueError: an unknown constraint, or one that does not match the output width.
     """
+    from basicsr_blurfield.restoration.estimators import NotAnEstimatorError, load_network
+
     try:
         kind, net = load_network(checkpoint, constraint)
     except NotAnEstimatorError:
@@ -49,14 +43,17 @@ def load_offset_net(checkpoint: str, constraint: Optional[str] = None) -> Motion
     return net
 
 
-def estimate(net: MotionOffsetNet, image_bgr, num_steps: Optional[int] = None) -> tuple:
-    """Runs ``net`` on an OpenCV image (H, W, 3) uint8 BGR. Returns (rgb tensor (1, 3, H, W), OffsetField)."""
-    rgb = torch.from_numpy(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None].float() / 255
+def estimate(net, image_rgb, num_steps: Optional[int] = None) -> tuple:
+    """Runs a ``MotionOffsetNet`` on an image (H, W, 3) uint8 RGB. Returns (rgb tensor (1, 3, H, W), OffsetField)."""
+    import torch
+
+    rgb = torch.from_numpy(image_rgb).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         return rgb, net(rgb, num_steps=num_steps)
 
 
-def main(argv: Optional[list] = None) -> OffsetField:
+def main(argv: Optional[list] = None):
+    """Command-line entry point; returns the estimated OffsetField. Wrong input: ``error: ...`` and exit status 2."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('image', help='blurry photo (any format OpenCV reads)')
     parser.add_argument('--checkpoint', required=True, help='MotionOffsetNet or authors\' OffsetNet_quad .pth')
@@ -65,30 +62,41 @@ def main(argv: Optional[list] = None) -> OffsetField:
     parser.add_argument(
         '--constraint',
         default=None,
-        help=f'one of {", ".join(MOTION_CONSTRAINTS)} (default: '
-        'inferred from the checkpoint)')
+        help='zero, linear, bilinear or quadratic (default: inferred from the checkpoint; a wrong name is refused '
+        'with the list of MotionOffsetNet constraints)')
     parser.add_argument('--step', type=int, default=16, help='grid spacing of the drawn trajectories, pixels')
     parser.add_argument('--scale', type=float, default=1.0, help='drawn length magnification (1: true length)')
     parser.add_argument('--max-size', type=int, default=512, help='longer side the photo is resized to (0: keep)')
     parser.add_argument('--save-field', default=None, help='also save the estimated field (.npz)')
     args = parser.parse_args(argv)
+    if not os.path.isfile(args.image):
+        parser.exit(2, f'error: cannot read image {args.image!r}: no such file\n')
 
-    image = cv2.imread(args.image, cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f'cannot read image {args.image!r}')
-    factor = args.max_size / max(image.shape[:2]) if args.max_size else 1.0
-    if factor < 1:
-        image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-    net = load_offset_net(args.checkpoint, args.constraint)
-    rgb, field = estimate(net, image, args.num_steps)
-    drawing = draw_trajectories(rgb, field, step=args.step, scale=args.scale)
-    imwrite(args.output, cv2.cvtColor(drawing, cv2.COLOR_RGB2BGR))
-    if args.save_field:
-        save_field(args.save_field, field)
+    import cv2
+
+    from basicsr_blurfield.atomic import imwrite
+    from basicsr_blurfield.cli import ScriptError, read_image_rgb, size_text
+    from basicsr_blurfield.fields import draw_trajectories, save_field
+
+    try:
+        image = read_image_rgb(args.image)
+        factor = args.max_size / max(image.shape[:2]) if args.max_size else 1.0
+        if factor < 1:
+            image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        net = load_offset_net(args.checkpoint, args.constraint)
+        rgb, field = estimate(net, image, args.num_steps)
+        drawing = draw_trajectories(rgb, field, step=args.step, scale=args.scale)
+        imwrite(args.output, cv2.cvtColor(drawing, cv2.COLOR_RGB2BGR))
+        if args.save_field:
+            save_field(args.save_field, field)
+    except KeyError as error:
+        parser.exit(2, f'error: {error.args[0]}\n')
+    except (ScriptError, OSError, ValueError) as error:
+        parser.exit(2, f'error: {error}\n')
     length = (field.offsets[:, -1] - field.offsets[:, 0]).norm(dim=1)
-    print(f'{args.output}: {net.constraint} trajectories of {field.num_steps} instants on a {field.height}x'
-          f'{field.width} image (blue first instant -> red last); first-to-last length mean {length.mean():.2f} px, '
-          f'max {length.max():.2f} px')
+    print(f'{args.output}: {net.constraint} trajectories of {field.num_steps} instants on a '
+          f'{size_text(field.height, field.width)} image (blue first instant -> red last); first-to-last length mean '
+          f'{length.mean():.2f} px, max {length.max():.2f} px')
     return field
 
 

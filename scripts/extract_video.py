@@ -28,46 +28,45 @@ import argparse
 import os
 from typing import Optional
 
-import cv2
-import numpy as np
-import torch
-import yaml
 
-import basicsr_blurfield  # noqa: F401  (applies compat, registers the archs)
-from basicsr.archs import build_network
-from basicsr_blurfield.archs.checkpoints import load_published_weights
-from basicsr_blurfield.archs.motion_offset_arch import MOTION_CONSTRAINTS
-from basicsr_blurfield.atomic import imwrite
-from basicsr_blurfield.fields import OffsetField, load_field
-from basicsr_blurfield.models.deblur_model import final_image
-from basicsr_blurfield.restoration.estimators import load_network
-from basicsr_blurfield.restoration.video import extract_frames, write_video
+def read_rgb(path: str, max_size: int = 0, what: str = 'image'):
+    """(1, 3, H, W) float in [0, 1] (``cli.read_image_rgb``'s checks); the longer side resized down to ``max_size``
+    when positive."""
+    import cv2
+    import torch
 
+    from basicsr_blurfield.cli import read_image_rgb
 
-def read_rgb(path: str, max_size: int = 0) -> torch.Tensor:
-    """(1, 3, H, W) float in [0, 1]; the longer side resized down to ``max_size`` when positive."""
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SystemExit(f'cannot read image {path!r}')
-    scale = max_size / max(bgr.shape[:2]) if max_size else 1.0
+    rgb = read_image_rgb(path, what)
+    scale = max_size / max(rgb.shape[:2]) if max_size else 1.0
     if scale < 1:
-        bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1].transpose(2, 0, 1))).float().div(255)[None]
+        rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)[None].contiguous()
 
 
-def load_offset_estimator(path: str, constraint: str) -> torch.nn.Module:
+def load_offset_estimator(path: str, constraint: str):
     """The ``MotionOffsetNet`` of a checkpoint (ours or the authors'; sizes read off its weights), in eval mode."""
+    from basicsr_blurfield.cli import ScriptError
+    from basicsr_blurfield.restoration.estimators import load_network
+
     try:
         kind, net = load_network(path, constraint)
     except (ValueError, OSError) as error:
-        raise SystemExit(f'--offsets: {error}') from None
+        raise ScriptError(f'--offsets: {error}') from None
     if kind != 'MotionOffsetNet':
-        raise SystemExit(f'--offsets: {path} is a {kind} checkpoint; expected a MotionOffsetNet (trajectories)')
+        raise ScriptError(f'--offsets: {path} is a {kind} checkpoint; expected a MotionOffsetNet (trajectories)')
     return net
 
 
-def build_deblur_net(args) -> Optional[torch.nn.Module]:
-    """The deblurring network asked for by ``--deblur`` / ``--deblur-arch`` / ``--deblur-opt``, or None."""
+def build_deblur_net(args):
+    """The deblurring network (an ``nn.Module``) asked for by ``--deblur`` / ``--deblur-arch`` / ``--deblur-opt``, or
+    None."""
+    import yaml
+
+    from basicsr.archs import build_network
+    from basicsr_blurfield.archs.checkpoints import load_published_weights
+    from basicsr_blurfield.cli import ScriptError
+
     if args.deblur_opt:
         with open(args.deblur_opt) as handle:
             option = yaml.safe_load(handle)
@@ -75,26 +74,29 @@ def build_deblur_net(args) -> Optional[torch.nn.Module]:
         checkpoint = args.deblur or (option.get('path') or {}).get('pretrain_network_g')
     elif args.deblur:
         if not args.deblur_arch:
-            raise SystemExit('--deblur needs --deblur-arch (e.g. NAFNet, UFPNet, MotionAwareDMPHN) or --deblur-opt')
+            raise ScriptError('--deblur needs --deblur-arch (e.g. NAFNet, UFPNet, MotionAwareDMPHN) or --deblur-opt')
         net_opt, checkpoint = {'type': args.deblur_arch}, args.deblur
     else:
         return None
     arch = net_opt['type']
     net = build_network(net_opt)
     if checkpoint is None:
-        raise SystemExit(f'no checkpoint for the {arch} deblurring network: pass --deblur CKPT')
+        raise ScriptError(f'no checkpoint for the {arch} deblurring network: pass --deblur CKPT')
     if os.path.isdir(checkpoint) and hasattr(net, 'load_checkpoint_folder'):
         net.load_checkpoint_folder(checkpoint)
     elif os.path.isfile(checkpoint):
         load_published_weights(net, checkpoint, arch=arch)
     else:
-        raise SystemExit(f'deblurring checkpoint not found: {checkpoint!r}')
+        raise ScriptError(f'deblurring checkpoint not found: {checkpoint!r}')
     return net.eval()
 
 
-def frame_strip(frames: torch.Tensor, first: torch.Tensor, count: int = 7, gap: int = 2) -> np.ndarray:
+def frame_strip(frames, first, count: int = 7, gap: int = 2):
     """``first`` (the blurry photo, (3, H, W)) then up to ``count`` evenly spaced frames (F, 3, H, W), side by side
     with white gaps: (H, W', 3) uint8 BGR."""
+    import numpy as np
+    import torch
+
     picks = np.unique(np.linspace(0, frames.shape[0] - 1, min(count, frames.shape[0])).round().astype(int))
     tiles = torch.cat((first[None], frames[picks]))
     rgb = (tiles.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
@@ -107,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('image', help='blurry photo (any format OpenCV reads)')
     parser.add_argument('--offsets', help='MotionOffsetNet checkpoint (.pth) or a saved OffsetField (.npz)')
-    parser.add_argument('--constraint', default='quadratic', choices=MOTION_CONSTRAINTS,
-                        help='constraint of a saved field, or quadratic / bilinear for a two-endpoint offset net')
+    parser.add_argument('--constraint', default='quadratic',
+                        help='zero, linear, bilinear or quadratic: constraint of a saved field, or quadratic / '
+                        'bilinear for a two-endpoint offset net')
     parser.add_argument('--deblur', help='deblurring checkpoint (file, or the DMPHN folder of six .pkl files)')
     parser.add_argument('--deblur-arch', help='registered arch of --deblur, in its published configuration')
     parser.add_argument('--deblur-opt', help='option YAML whose network_g is the deblurring network')
@@ -123,39 +126,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list] = None) -> dict:
-    """Command-line entry point (see the module docstring); returns what :func:`write_video` wrote."""
-    args = build_parser().parse_args(argv)
+    """Command-line entry point (see the module docstring); returns what :func:`write_video` wrote. Wrong input:
+    ``error: ...`` and exit status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.deblurred and (args.deblur or args.deblur_opt):
-        raise SystemExit('--deblurred and --deblur / --deblur-opt exclude each other: give one latent image source')
-    lq = read_rgb(args.image, args.max_size)
-    deblur_net = build_deblur_net(args)
-    constraint = args.constraint  # a network's own constraint replaces it below
-    with torch.no_grad():
-        if args.offsets and args.offsets.endswith('.npz'):
-            field = load_field(args.offsets)
-            if not isinstance(field, OffsetField) or field.offsets.shape[-2:] != lq.shape[-2:]:
-                raise SystemExit(f'{args.offsets}: expected an OffsetField of the image size {tuple(lq.shape[-2:])}, '
-                                 f'got {type(field).__name__} {tuple(getattr(field, "offsets", lq).shape)}')
-            field = OffsetField(field.offsets.float(), field.padding)
-        elif args.offsets:
-            offset_net = load_offset_estimator(args.offsets, args.constraint)
-            field, constraint = offset_net(lq), offset_net.constraint
-        elif deblur_net is not None and hasattr(deblur_net, 'offset_net'):  # MotionAwareDMPHN's own offset net
-            field, constraint = deblur_net.estimate_field(lq), deblur_net.offset_net.constraint
-        else:
-            raise SystemExit('no trajectories: pass --offsets (MotionOffsetNet .pth or OffsetField .npz) or a '
-                             'deblurring network with its own offset net (--deblur-arch MotionAwareDMPHN)')
-        if args.deblurred:
-            latent = read_rgb(args.deblurred, args.max_size)
-            if latent.shape != lq.shape:
-                raise SystemExit(f'--deblurred: expected an image of the blurry one\'s size {tuple(lq.shape[-2:])}, '
-                                 f'got {tuple(latent.shape[-2:])}')
-        else:
-            latent = lq if deblur_net is None else final_image(deblur_net(lq)).clamp(0, 1)
-        frames = extract_frames(latent, field, args.frames, None if constraint == 'zero' else constraint)[0]
-    result = write_video(frames, args.output, fps=args.fps, mp4=not args.no_mp4)
-    if args.strip:
-        imwrite(args.strip, frame_strip(frames, lq[0]))
+        parser.exit(2, 'error: --deblurred and --deblur / --deblur-opt exclude each other: give one latent image '
+                    'source\n')
+
+    import torch
+
+    from basicsr_blurfield.archs.motion_offset_arch import MOTION_CONSTRAINTS
+    from basicsr_blurfield.atomic import imwrite
+    from basicsr_blurfield.cli import ScriptError
+    from basicsr_blurfield.fields import OffsetField, load_field
+    from basicsr_blurfield.models.deblur_model import final_image
+    from basicsr_blurfield.restoration.video import extract_frames, write_video
+
+    if args.constraint not in MOTION_CONSTRAINTS:
+        parser.error(f'--constraint: expected one of {MOTION_CONSTRAINTS}, got {args.constraint!r}')
+    try:
+        lq = read_rgb(args.image, args.max_size)
+        latent = read_rgb(args.deblurred, args.max_size, '--deblurred') if args.deblurred else None
+        if latent is not None and latent.shape != lq.shape:
+            raise ScriptError(f'--deblurred: expected an image of the blurry one\'s size {tuple(lq.shape[-2:])}, '
+                              f'got {tuple(latent.shape[-2:])}')
+        deblur_net = build_deblur_net(args)
+        constraint = args.constraint  # a network's own constraint replaces it below
+        with torch.no_grad():
+            if args.offsets and args.offsets.endswith('.npz'):
+                field = load_field(args.offsets)
+                if not isinstance(field, OffsetField) or field.offsets.shape[-2:] != lq.shape[-2:]:
+                    raise ScriptError(f'{args.offsets}: expected an OffsetField of the image size '
+                                      f'{tuple(lq.shape[-2:])}, got {type(field).__name__} '
+                                      f'{tuple(getattr(field, "offsets", lq).shape)}')
+                field = OffsetField(field.offsets.float(), field.padding)
+            elif args.offsets:
+                offset_net = load_offset_estimator(args.offsets, args.constraint)
+                field, constraint = offset_net(lq), offset_net.constraint
+            elif deblur_net is not None and hasattr(deblur_net, 'offset_net'):  # MotionAwareDMPHN's own offset net
+                field, constraint = deblur_net.estimate_field(lq), deblur_net.offset_net.constraint
+            else:
+                raise ScriptError('no trajectories: pass --offsets (MotionOffsetNet .pth or OffsetField .npz) or a '
+                                  'deblurring network with its own offset net (--deblur-arch MotionAwareDMPHN)')
+            if latent is None:
+                latent = lq if deblur_net is None else final_image(deblur_net(lq)).clamp(0, 1)
+            frames = extract_frames(latent, field, args.frames, None if constraint == 'zero' else constraint)[0]
+        result = write_video(frames, args.output, fps=args.fps, mp4=not args.no_mp4)
+        if args.strip:
+            imwrite(args.strip, frame_strip(frames, lq[0]))
+    except (ScriptError, OSError, ValueError) as error:
+        parser.exit(2, f'error: {error}\n')
     source = 'the blurry photo (no deblurring)' if deblur_net is None and not args.deblurred else 'the deblurred image'
     print(f'{args.output}: {len(result["frames"])} frames of {source} along {field.num_steps}-instant trajectories, '
           f'{result["gif"]}' + (f', {result["mp4"]}' if result['mp4'] else f'; MP4 skipped: {result["mp4_skipped"]}'))

@@ -15,27 +15,20 @@ Grey images are read as three equal channels. The output is clipped to [0, 1] an
 import argparse
 import os
 
-import cv2
-import torch
-import yaml
 
-import basicsr_blurfield  # noqa: F401  (applies compat, registers the archs)
-from basicsr_blurfield.archs.blur_kernel_space_arch import CODE_MODES, load_frozen_blur_space
-from basicsr_blurfield.atomic import imwrite
+def read_rgb(path: str, what: str):
+    """An image file as (1, 3, H, W) float32 RGB in [0, 1] (``cli.read_image_rgb``'s checks and messages)."""
+    import torch
 
+    from basicsr_blurfield.cli import read_image_rgb
 
-def read_rgb(path: str, what: str) -> torch.Tensor:
-    """An image file as (1, 3, H, W) float32 RGB in [0, 1]."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'{what} image not found: {path!r}')
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f'cannot decode {what} image {path!r}: not an image OpenCV reads')
-    return torch.from_numpy(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None].float() / 255
+    return torch.from_numpy(read_image_rgb(path, what)).permute(2, 0, 1)[None].float() / 255
 
 
 def network_options(opt_path: str = None) -> tuple:
     """``network_g`` and ``network_f`` of an option file (None, None: published sizes)."""
+    import yaml
+
     if opt_path is None:
         return None, None
     with open(opt_path) as handle:
@@ -46,18 +39,23 @@ def network_options(opt_path: str = None) -> tuple:
     return opt['network_g'], opt['network_f']
 
 
-def transfer(sharp, blurry, target, extractor, operator, code_mode: str = 'resample') -> torch.Tensor:
+def transfer(sharp, blurry, target, extractor, operator, code_mode: str = 'resample'):
     """F(target, G(sharp, blurry)) clipped to [0, 1]: (1, 3, H', W') for a (1, 3, H, W) pair and any target size."""
     if sharp.shape != blurry.shape:
         raise ValueError(f'--sharp and --blurry must have the same size, got {sharp.shape[-1]}x{sharp.shape[-2]} and '
                          f'{blurry.shape[-1]}x{blurry.shape[-2]} (they are one pair)')
+    import torch
+
     operator.code_mode = code_mode
     with torch.no_grad():
         return operator(target, extractor(sharp, blurry)).clamp(0, 1)
 
 
-def synthesize(target, operator, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
-    """F(target, scale * z), z ~ N(0, I) of the target's code grid, clipped to [0, 1] (random blur synthesis)."""
+def synthesize(target, operator, generator, scale: float = 1.0):
+    """F(target, scale * z), z ~ N(0, I) of the target's code grid (``generator``: a torch.Generator), clipped to
+    [0, 1] (random blur synthesis)."""
+    import torch
+
     code = scale * operator.random_code(target.shape[0], *target.shape[-2:], generator=generator)
     with torch.no_grad():
         return operator(target, code).clamp(0, 1)
@@ -75,8 +73,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         '--code-mode',
         default='resample',
-        choices=CODE_MODES,
-        help='how a code of another grid size is fitted to the target')
+        help='how a code of another grid size is fitted to the target: resample or global')
     parser.add_argument('--random-code', action='store_true', help='draw the code from N(0, I) instead of a pair')
     parser.add_argument('--code-scale', type=float, default=1.0, help='scale of the random code')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random code')
@@ -88,19 +85,33 @@ def main(argv=None) -> None:
         parser.error('blur transfer needs --sharp, --blurry and --extractor')
     for path in (args.extractor, args.operator, args.opt):
         if path is not None and not os.path.isfile(path):
-            raise FileNotFoundError(f'file not found: {path!r}')
-    extractor_opt, operator_opt = network_options(args.opt)
-    extractor, operator = load_frozen_blur_space(extractor_opt, operator_opt, args.extractor, args.operator)
-    target = read_rgb(args.target, '--target')
-    if args.random_code:
-        out = synthesize(target, operator, torch.Generator().manual_seed(args.seed), args.code_scale)
-    else:
-        out = transfer(
-            read_rgb(args.sharp, '--sharp'), read_rgb(args.blurry, '--blurry'), target, extractor, operator,
-            args.code_mode)
-    image = (out[0].permute(1, 2, 0).numpy() * 255).round().astype('uint8')
-    imwrite(args.output, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    print(f'wrote {args.output} ({image.shape[1]}x{image.shape[0]})')
+            parser.exit(2, f'error: file not found: {path!r}\n')
+
+    import cv2
+    import torch
+
+    from basicsr_blurfield.archs.blur_kernel_space_arch import CODE_MODES, load_frozen_blur_space
+    from basicsr_blurfield.atomic import imwrite
+    from basicsr_blurfield.cli import ScriptError, size_text
+
+    if args.code_mode not in CODE_MODES:
+        parser.error(f'--code-mode: expected one of {CODE_MODES}, got {args.code_mode!r}')
+    try:
+        target = read_rgb(args.target, '--target')
+        pair = None if args.random_code else (read_rgb(args.sharp, '--sharp'), read_rgb(args.blurry, '--blurry'))
+        extractor_opt, operator_opt = network_options(args.opt)
+        extractor, operator = load_frozen_blur_space(extractor_opt, operator_opt, args.extractor, args.operator)
+        if args.random_code:
+            out = synthesize(target, operator, torch.Generator().manual_seed(args.seed), args.code_scale)
+        else:
+            out = transfer(*pair, target, extractor, operator, args.code_mode)
+        image = (out[0].permute(1, 2, 0).numpy() * 255).round().astype('uint8')
+        imwrite(args.output, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    except KeyError as error:
+        parser.exit(2, f'error: {error.args[0]}\n')
+    except (ScriptError, OSError, ValueError) as error:
+        parser.exit(2, f'error: {error}\n')
+    print(f'wrote {args.output} ({size_text(*image.shape[:2])})')
 
 
 if __name__ == '__main__':

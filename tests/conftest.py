@@ -45,6 +45,17 @@ def make_paired_folders(root: str, count: int = 3, size: tuple = (40, 48), seed:
     return gt_dir, lq_dir
 
 
+def refused(script, capsys, pattern: str, argv: list) -> None:
+    """A script's ``main`` refuses ``argv`` in one ``error: ...`` line (``pattern`` searched in it), exit status 2."""
+    import re
+
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith('error: ') and len(err.strip().splitlines()) == 1, err
+    assert re.search(pattern, err), err
+
+
 def load_script(name: str):
     """Imports ``scripts/<name>.py`` as a module (its ``main`` is not run), for tests of the command-line scripts."""
     import importlib.util

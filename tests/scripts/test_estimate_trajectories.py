@@ -10,7 +10,7 @@ from skimage import data as skimage_data
 
 from basicsr_blurfield.archs.motion_offset_arch import MotionOffsetNet
 from basicsr_blurfield.fields import OffsetField, load_field
-from tests.conftest import FIXTURES, load_script
+from tests.conftest import FIXTURES, load_script, refused
 
 
 @pytest.fixture(scope='module')
@@ -32,6 +32,8 @@ def _horizontal_net(constraint: str = 'quadratic') -> MotionOffsetNet:
         net.head.weight.zero_()
         net.head.bias.copy_(torch.tensor([-6.0, 0.0, 6.0, 0.0][:net.head.out_channels]))
     return net
+
+
 
 
 def test_draws_time_in_colour_and_saves_the_field(script, photo, tmp_path):
@@ -67,31 +69,26 @@ def test_loads_the_authors_offsetnet_quad_file(script, photo, tmp_path):
     assert field.offsets[0, 0, :, 10, 10].tolist() == [-6.0, 0.0] and field.offsets[0, -1, :, 10, 10].tolist() == [6, 0]
 
 
-def test_free_offsets_are_drawn_at_their_trained_number_of_steps(script, photo, tmp_path):
+def test_free_offsets_are_drawn_at_their_trained_number_of_steps(script, photo, tmp_path, capsys):
     torch.save({'params': MotionOffsetNet(num_feat=4, constraint='zero', num_steps=7).state_dict()},
                tmp_path / 'zero.pth')
     field = script.main([photo, '--checkpoint', str(tmp_path / 'zero.pth'), '-o', str(tmp_path / 'z.png')])
     assert field.num_steps == 7
-    with pytest.raises(ValueError, match='built with'):
-        script.main(
-            [photo, '--checkpoint',
-             str(tmp_path / 'zero.pth'), '-o',
-             str(tmp_path / 'z.png'), '--num-steps', '9'])
+    refused(script, capsys, 'built with',
+            [photo, '--checkpoint', str(tmp_path / 'zero.pth'), '-o', str(tmp_path / 'z.png'), '--num-steps', '9'])
 
 
-def test_wrong_checkpoint_even_steps_and_unknown_constraint_say_what_was_expected(script, photo, tmp_path):
+def test_wrong_checkpoint_even_steps_and_unknown_constraint_say_what_was_expected(script, photo, tmp_path, capsys):
     torch.save({'params': {'intro.weight': torch.zeros(8, 3, 3, 3)}}, tmp_path / 'nafnet.pth')
-    with pytest.raises(KeyError, match="expected a MotionOffsetNet checkpoint .* or the authors' OffsetNet_quad"):
-        script.main([photo, '--checkpoint', str(tmp_path / 'nafnet.pth'), '-o', str(tmp_path / 'x.png')])
+    refused(script, capsys, "expected a MotionOffsetNet checkpoint .* or the authors' OffsetNet_quad",
+            [photo, '--checkpoint', str(tmp_path / 'nafnet.pth'), '-o', str(tmp_path / 'x.png')])
     torch.save({'params': _horizontal_net().state_dict()}, tmp_path / 'net_g.pth')
     common = [photo, '--checkpoint', str(tmp_path / 'net_g.pth'), '-o', str(tmp_path / 'x.png')]
-    with pytest.raises(ValueError, match='odd int >= 3'):
-        script.main(common + ['--num-steps', '8'])
-    with pytest.raises(ValueError, match=r"expected one of \('zero', 'linear', 'bilinear', 'quadratic'\)"):
-        script.main(common + ['--constraint', 'cubic'])
-    with pytest.raises(ValueError, match='predicts 4 channels, which fits quadratic or bilinear'):
-        script.main(common + ['--constraint', 'linear'])
+    refused(script, capsys, 'odd int >= 3', common + ['--num-steps', '8'])
+    refused(script, capsys, r"expected one of \('zero', 'linear', 'bilinear', 'quadratic'\)",
+            common + ['--constraint', 'cubic'])
+    refused(script, capsys, 'predicts 4 channels, which fits quadratic or bilinear',
+            common + ['--constraint', 'linear'])
     assert not os.path.exists(tmp_path / 'x.png')
-    with pytest.raises(FileNotFoundError, match='cannot read image'):
-        script.main([str(tmp_path / 'missing.png')] + common[1:])
+    refused(script, capsys, 'cannot read image', [str(tmp_path / 'missing.png')] + common[1:])
     assert np.isfinite(script.main(common + ['--constraint', 'bilinear']).offsets.numpy()).all()

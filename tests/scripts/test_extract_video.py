@@ -10,7 +10,7 @@ import yaml
 
 from basicsr_blurfield.archs.motion_offset_arch import MotionOffsetNet
 from basicsr_blurfield.fields import OffsetField, save_field
-from tests.conftest import load_script
+from tests.conftest import load_script, refused
 
 SIZE = (32, 40)
 
@@ -85,12 +85,11 @@ def test_offset_net_checkpoint_and_a_deblurring_network_named_by_option(script, 
     assert len(result['frames']) == 15
 
 
-def test_missing_trajectories_and_conflicting_latents_are_refused(script, blurred_photo, tmp_path):
+def test_missing_trajectories_and_conflicting_latents_are_refused(script, blurred_photo, tmp_path, capsys):
     paths, field = blurred_photo
-    with pytest.raises(SystemExit, match='no trajectories'):
-        script.main([paths['blurry'], '-o', str(tmp_path / 'x')])
-    with pytest.raises(SystemExit, match='exclude each other'):
-        script.main([paths['blurry'], '--offsets', field, '--deblurred', paths['sharp'], '--deblur', 'a.pth',
-                     '--deblur-arch', 'NAFNet', '-o', str(tmp_path / 'x')])
-    with pytest.raises(SystemExit, match='needs --deblur-arch'):
-        script.main([paths['blurry'], '--offsets', field, '--deblur', 'a.pth', '-o', str(tmp_path / 'x')])
+    refused(script, capsys, 'no trajectories', [paths['blurry'], '-o', str(tmp_path / 'x')])
+    refused(script, capsys, 'exclude each other',
+            [paths['blurry'], '--offsets', field, '--deblurred', paths['sharp'], '--deblur', 'a.pth', '--deblur-arch',
+             'NAFNet', '-o', str(tmp_path / 'x')])
+    refused(script, capsys, 'needs --deblur-arch',
+            [paths['blurry'], '--offsets', field, '--deblur', 'a.pth', '-o', str(tmp_path / 'x')])

@@ -14,7 +14,8 @@ from basicsr_blurfield.archs.kernel_estimator_arch import FlowKernelEstimator
 from tests.conftest import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPTS = ('detect_blur', 'estimate_field', 'visualize_field', 'make_synthetic_blur', 'create_lmdb', 'prepare_dataset')
+SCRIPTS = ('detect_blur', 'estimate_field', 'visualize_field', 'make_synthetic_blur', 'create_lmdb', 'prepare_dataset',
+           'estimate_trajectories', 'transfer_blur', 'extract_video')
 
 
 @pytest.mark.parametrize('name', SCRIPTS)
