@@ -12,7 +12,11 @@ and mode of z_hat_i), so results do not depend on a seed (the published code kee
 ``sample`` switches this per call and ``sample_at_test`` per network; noise comes from an explicit
 ``torch.Generator`` when one is given.
 The kernels ``k_i = f_theta(z_hat_i)`` are decoded by the frozen :class:`KernelFlowPrior` (eq. (3)) and returned as a
-:class:`~basicsr_blurfield.fields.KernelField` (gather form, each kernel non-negative and summing to 1). The stage-II
+:class:`~basicsr_blurfield.fields.KernelField` (gather form, each kernel non-negative and summing to 1). With
+``lazy=True`` the field is a :class:`LatentKernelField`: the U-Net trunk runs once and the code heads and the flow
+run only where kernels are asked for (``kernels_at``: a kernel loss on sampled pixels costs the trunk plus those
+pixels, not a decode of every pixel with autograd, which is 90 % of a training step at 64 x 64); ``blur`` or
+``kernels`` decode the whole image once. The stage-II
 loss is the re-blur L1 of eq. (4), ``||blur(x, field) - y||_1``. The U-Net's ReLUs sit where the published code has
 them: an encoding block is head conv, two residual blocks, ReLU (the skip), stride-2 conv without activation; a
 decoding block is transposed conv, concatenation with the skip, head conv, two residual blocks, ReLU.
@@ -32,8 +36,10 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from basicsr_blurfield.archs.arch_util import channels_last_on_cpu, crop_to, pad_to_multiple
 from basicsr_blurfield.archs.flow_prior_arch import KernelFlowPrior
 from basicsr_blurfield.fields import KernelField
+from basicsr_blurfield.fields.base import BlurField
+from basicsr_blurfield.fields._common import check_points
 
-__all__ = ['FlowKernelEstimator', 'LatentKernelEstimation', 'resample_codes']
+__all__ = ['FlowKernelEstimator', 'LatentKernelEstimation', 'LatentKernelField', 'resample_codes']
 
 _DECODE_PIXELS = 1024  # pixels decoded at a time without autograd: (L, 1024) floats stay in cache
 
@@ -151,6 +157,82 @@ def resample_codes(z: torch.Tensor,
     return z_hat + noise * sigma
 
 
+def _conv_at(conv: nn.Conv2d, features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """A 3x3, stride-1, padding-1 convolution evaluated only at ``points``: features (N, C, H, W), points (P, 3) long
+    as (n, y, x) -> (P, C_out), equal to ``conv(features)[n, :, y, x]``."""
+    padded = nn.functional.pad(features, (1, 1, 1, 1))
+    n, y, x = points.unbind(1)
+    patches = torch.stack([padded[n, :, y + dy, x + dx] for dy in range(3) for dx in range(3)], 2)  # (P, C, 9)
+    return torch.addmm(conv.bias, patches.flatten(1), conv.weight.flatten(1).T)
+
+
+class LatentKernelField(KernelField):
+    """The kernel field of a :class:`LatentKernelEstimation` network, decoded on demand (same values as the eager
+    :class:`KernelField` of ``estimate_field``).
+
+    Holds the U-Net trunk's features; ``kernels_at(points)`` runs the two heads and the flow at those pixels only
+    (differentiably), ``kernels`` (and so ``blur``, ``adjoint``, ``dense``) decodes every pixel once and keeps it. With
+    ``sample`` the noise of eq. (6) is drawn per call (from the global generator, or ``generator``), so two calls see
+    different draws, as two training steps would.
+
+    Args:
+        estimator (LatentKernelEstimation): the network whose heads and flow decode the features.
+        features (Tensor): (N, F, H', W') trunk output on the padded image, H' >= H, W' >= W.
+        size (tuple): (H, W) of the image.
+        sample (bool): add the uncertainty noise.
+        generator (torch.Generator, optional): source of the noise.
+    """
+
+    def __init__(self, estimator: 'LatentKernelEstimation', features: torch.Tensor, size: tuple, sample: bool,
+                 generator: Optional[torch.Generator] = None):
+        BlurField.__init__(self, estimator.field_padding, int(features.shape[0]), int(size[0]), int(size[1]))
+        self.kernel_size = estimator.flow.size
+        self._estimator, self._features, self._sample, self._generator = estimator, features, sample, generator
+        self._kernels = None
+
+    @property
+    def kernels(self) -> torch.Tensor:
+        """(N, K*K, H, W): every pixel's kernel, decoded at the first access."""
+        if self._kernels is None:
+            estimator = self._estimator
+            code, sigma = estimator._heads(self._features, (self.height, self.width))
+            noise = None
+            if self._sample:
+                noise = torch.randn(code.shape, generator=self._generator, device=code.device, dtype=code.dtype)
+            self._kernels = estimator._decode_codes(code, sigma, noise, normalize=True)
+        return self._kernels
+
+    def kernels_at(self, points: torch.Tensor) -> torch.Tensor:
+        """Kernels at ``points`` (P, 3) long as (n, y, x) -> (P, K, K), decoding only those pixels (unless the whole
+        field is already decoded)."""
+        if self._kernels is not None and (self._kernels.requires_grad or not torch.is_grad_enabled()):
+            return super().kernels_at(points)
+        points = check_points(points, self.batch, self.height, self.width).to(self._features.device)
+        heads = self._estimator.kernel_extra.Conv_tail
+        code, logits = ((_conv_at(heads[name][2], torch.relu(heads[name][0](self._features)), points)
+                         for name in ('mean', 'var')))
+        sigma = torch.sigmoid(logits).mean(1, keepdim=True)
+        noise = None
+        if self._sample:
+            noise = torch.randn(code.shape, generator=self._generator, device=code.device, dtype=code.dtype).T
+        kernels = self._estimator._decode_columns(code.T, sigma.T, noise, normalize=True).T
+        return kernels.reshape(-1, self.kernel_size, self.kernel_size)
+
+    @property
+    def dtype(self):
+        return self._features.dtype
+
+    @property
+    def device(self):
+        return self._features.device
+
+    def to(self, *args, **kwargs) -> KernelField:
+        return KernelField(self.kernels.to(*args, **kwargs), self.padding, check=False)
+
+    def detach(self) -> KernelField:
+        return KernelField(self.kernels.detach(), self.padding, check=False)
+
+
 class LatentKernelEstimation:
     """Mixin giving an ``nn.Module`` the estimator ``kernel_extra`` (G) and the prior ``flow`` (f_theta) at its top.
 
@@ -258,8 +340,15 @@ class LatentKernelEstimation:
         return self.flow.decode_columns(z_hat, normalize=normalize)
 
     def estimate_field(self, lq: torch.Tensor, sample: Optional[bool] = None,
-                       generator: Optional[torch.Generator] = None) -> KernelField:
-        """The blur field of ``lq`` (N, C, H, W): a :class:`KernelField` of (N, K*K, H, W) kernels."""
+                       generator: Optional[torch.Generator] = None, lazy: bool = False) -> KernelField:
+        """The blur field of ``lq`` (N, C, H, W): a :class:`KernelField` of (N, K*K, H, W) kernels, or with ``lazy``
+        a :class:`LatentKernelField` that decodes only the pixels asked for."""
+        if lazy:
+            if lq.dim() != 4:
+                raise ValueError(f'lq: expected (N, C, H, W), got shape {tuple(lq.shape)}')
+            padded, size = pad_to_multiple(lq, 4)
+            sample = (self.training or self.sample_at_test) if sample is None else sample
+            return LatentKernelField(self, self.kernel_extra(channels_last_on_cpu(padded)), size, sample, generator)
         kernels, _ = self.estimate_kernels(lq, sample, generator)
         return KernelField(kernels, padding=self.field_padding, check=False)  # normalised by the flow's decode
 
@@ -296,6 +385,6 @@ class FlowKernelEstimator(LatentKernelEstimation, nn.Module):
                                       sample_at_test, freeze_prior, padding)
 
     def forward(self, lq: torch.Tensor, sample: Optional[bool] = None,
-                generator: Optional[torch.Generator] = None) -> KernelField:
-        """Estimates the blur field of ``lq``; see :meth:`LatentKernelEstimation.estimate_kernels`."""
-        return self.estimate_field(lq, sample, generator)
+                generator: Optional[torch.Generator] = None, lazy: bool = False) -> KernelField:
+        """Estimates the blur field of ``lq``; see :meth:`LatentKernelEstimation.estimate_field`."""
+        return self.estimate_field(lq, sample, generator, lazy)
