@@ -171,7 +171,8 @@ class LatentKernelField(KernelField):
     :class:`KernelField` of ``estimate_field``).
 
     Holds the U-Net trunk's features; ``kernels_at(points)`` runs the two heads and the flow at those pixels only
-    (differentiably), ``kernels`` (and so ``blur``, ``adjoint``, ``dense``) decodes every pixel once and keeps it. With
+    (differentiably), ``kernels`` (and so ``blur``, ``adjoint``, ``dense``) decodes every pixel once and keeps it.
+    ``dtype`` and ``device`` are the features' (reading them decodes nothing). With
     ``sample`` the noise of eq. (6) is drawn per call (from the global generator, or ``generator``), so two calls see
     different draws, as two training steps would.
 
@@ -203,9 +204,10 @@ class LatentKernelField(KernelField):
         return self._kernels
 
     def kernels_at(self, points: torch.Tensor) -> torch.Tensor:
-        """Kernels at ``points`` (P, 3) long as (n, y, x) -> (P, K, K), decoding only those pixels (unless the whole
-        field is already decoded)."""
-        if self._kernels is not None and (self._kernels.requires_grad or not torch.is_grad_enabled()):
+        """Kernels at ``points`` (P, 3) long as (n, y, x) -> (P, K, K), decoding only those pixels. Without autograd a
+        field decoded already is read instead; with it the points are always decoded afresh, so that a checkpointed
+        loss recomputes the same graph whatever was decoded in between."""
+        if self._kernels is not None and not torch.is_grad_enabled():
             return super().kernels_at(points)
         points = check_points(points, self.batch, self.height, self.width).to(self._features.device)
         heads = self._estimator.kernel_extra.Conv_tail

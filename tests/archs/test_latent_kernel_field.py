@@ -75,3 +75,15 @@ def test_no_grad_decode_does_not_leak_into_a_differentiable_loss(estimator):
     loss.backward()
     grad = estimator.kernel_extra.Conv_tail['mean'][2].weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_a_full_decode_after_a_checkpointed_kernel_loss_keeps_its_backward_valid(estimator):
+    """Kernel loss first, then the re-blur loss (which decodes every pixel with autograd): both backward."""
+    estimator.train()
+    image, sharp = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    target = estimator(torch.rand(2, 3, 16, 16), sample=False).detach()
+    field = estimator(image, lazy=True)
+    loss = KernelLoss(p=1, num_samples=16)(field, target, generator=torch.Generator().manual_seed(0))
+    loss = loss + (field.blur(sharp) - image).abs().mean()
+    loss.backward()
+    assert estimator.kernel_extra.Conv_tail['mean'][2].weight.grad.abs().sum() > 0
