@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from basicsr_blurfield.atomic import atomic_path, imwrite, write_text
+from basicsr_blurfield.cli import ScriptError, read_image_rgb, rgb_tensor
 from basicsr_blurfield.fields import BasisField, load_field
 from basicsr_blurfield.losses.kernel_loss import KernelLoss, constant_field, mean_kernel, textured_mask
 from basicsr_blurfield.losses.reblur_loss import reblur_psnr
@@ -135,10 +136,8 @@ def prepare_benchmark(root: str, count: int = 4, size: int = 256, quiet: bool = 
 
 
 def _read_rgb(path: str) -> torch.Tensor:
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f'cannot read benchmark image {path!r}')
-    return torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).permute(2, 0, 1)[None].float() / 255
+    """A benchmark image as (1, 3, H, W) float32 RGB in [0, 1] (:func:`basicsr_blurfield.cli.read_image_rgb`)."""
+    return rgb_tensor(read_image_rgb(path, 'benchmark image'))
 
 
 def cached_best_single_kernel(folder: str, name: str, sharp: torch.Tensor, blurry: torch.Tensor) -> torch.Tensor:
@@ -443,7 +442,7 @@ def main(argv=None) -> int:
     try:
         report = run_benchmark(estimate, name or 'estimator', args.data, args.count, args.size, args.subsets,
                                args.png, not args.quiet)
-    except ValueError as error:
+    except (ValueError, ScriptError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
     table = format_markdown(report)

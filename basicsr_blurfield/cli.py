@@ -8,7 +8,9 @@ do. Sizes are written ``WxH`` (width x height, as image viewers print them) by :
 import os
 from typing import Optional, Tuple
 
-__all__ = ['ScriptError', 'KIND_NAMES', 'size_text', 'read_image_rgb', 'load_estimator_checked', 'grid_step']
+__all__ = [
+    'ScriptError', 'KIND_NAMES', 'size_text', 'read_image_rgb', 'rgb_tensor', 'load_estimator_checked', 'grid_step'
+]
 
 KIND_NAMES = {
     'ufpnet': ('a UFPNet-family kernel estimator (FlowKernelEstimator, UFPNet, MPRNetKE, MIMOUNetKE)',
@@ -28,8 +30,8 @@ def size_text(height: int, width: int) -> str:
     return f'{width}x{height}'
 
 
-def read_image_rgb(path: str, what: str = 'image', min_side: int = MIN_IMAGE_SIDE):
-    """Reads an image file as (H, W, 3) uint8 RGB.
+def read_image_rgb(path: str, what: str = 'image', min_side: int = MIN_IMAGE_SIDE, any_depth: bool = False):
+    """Reads an image file as (H, W, 3) uint8 RGB (uint16 for a 16-bit file with ``any_depth``).
 
     Raises:
         ScriptError: the file is missing, empty, not an image OpenCV decodes (or truncated), or smaller than
@@ -42,7 +44,7 @@ def read_image_rgb(path: str, what: str = 'image', min_side: int = MIN_IMAGE_SID
     size = os.path.getsize(path)
     if size == 0:
         raise ScriptError(f'{what} {path!r} is empty (0 bytes)')
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR | (cv2.IMREAD_ANYDEPTH if any_depth else 0))
     if bgr is None:
         raise ScriptError(f'{what} {path!r} ({size} bytes) cannot be decoded: not an image format OpenCV reads, or '
                           'a truncated / corrupt file')
@@ -51,6 +53,15 @@ def read_image_rgb(path: str, what: str = 'image', min_side: int = MIN_IMAGE_SID
         raise ScriptError(f'{what} {path!r} is {size_text(height, width)}; expected at least {min_side} pixels on '
                           'each side')
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def rgb_tensor(rgb):
+    """(H, W, 3) uint8 or uint16 RGB -> (1, 3, H, W) float32 in [0, 1] (16-bit values keep their precision)."""
+    import numpy as np
+    import torch
+
+    scale = 65535.0 if rgb.dtype == np.uint16 else 255.0
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(scale)
 
 
 def grid_step(step: int, height: int, width: int) -> int:

@@ -99,17 +99,14 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def read_image(path: str, device):
-    """Reads a photo as (1, 3, H, W) float32 RGB in [0, 1] (16-bit files keep their precision)."""
-    import cv2
-    import numpy as np
-    import torch
+    """Reads a photo as (1, 3, H, W) float32 RGB in [0, 1] (16-bit files keep their precision), with the checks of
+    :func:`basicsr_blurfield.cli.read_image_rgb` (missing, empty, corrupt, too small)."""
+    from basicsr_blurfield.cli import ScriptError, read_image_rgb, rgb_tensor
 
-    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if image is None:
-        raise RestoreError(f'--blurry {path}: OpenCV cannot read it as an image')
-    scale = 65535.0 if image.dtype == np.uint16 else 255.0
-    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32) / scale
-    return torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous().to(device)
+    try:
+        return rgb_tensor(read_image_rgb(path, '--blurry', any_depth=True)).to(device)
+    except ScriptError as error:
+        raise RestoreError(str(error)) from None
 
 
 def to_bgr8(image):

@@ -16,8 +16,10 @@ result to its ground truth before scoring. With images as float32 RGB in [0, 1] 
    population covariance, data range 1, see ``ssim.py``), multiplied by ``m``, with 5 pixels cropped at every edge,
    summed per channel and divided by the per-channel sum of the cropped mask, then averaged over the channels.
 
-When ECC raises (it does when the correlation degenerates, e.g. uncorrelated images) the identity warp is used and
-the result says so (``ecc_converged = False``); :func:`calculate_realblur_psnr` / :func:`calculate_realblur_ssim` log
+When ECC raises (OpenCV 5.0 does when the correlation degenerates, e.g. uncorrelated images) or returns a warp that
+is not finite or moves a corner of the image by more than :data:`ECC_MAX_CORNER_SHIFT` of its longer side (OpenCV 5.1
+returns such degenerate homographies instead of raising; a RealBlur pair is misaligned by a few pixels), the identity
+warp is used and the result says so (``ecc_converged = False``, with the reason); :func:`calculate_realblur_psnr` / :func:`calculate_realblur_ssim` log
 a warning. SSIM maps are computed in float64 (as scikit-image 0.17.2, the official environment, did).
 
 Alignment is the expensive part. :func:`realblur_scores` returns both metrics from one alignment; the registered
@@ -38,6 +40,7 @@ from basicsr_blurfield.metrics.ssim import ssim_map_reflect
 
 ECC_ITERATIONS = 100
 ECC_GAUSS_FILT_SIZE = 5
+ECC_MAX_CORNER_SHIFT = 0.25  # of the longer image side
 SSIM_BORDER = 5
 _CHANNEL_ORDERS = ('BGR', 'RGB')
 _CACHE_SIZE = 4
@@ -54,9 +57,9 @@ class RealBlurAlignment:
         mask (ndarray): (H, W, 3) float32 in {0, 1}, the valid region ``m``.
         warp (ndarray): (3, 3) float64 homography ``W`` (template pixel -> result pixel).
         gain (float): the intensity gain ``g``.
-        ecc_converged (bool): False when ECC raised and the identity warp was used.
+        ecc_converged (bool): False when ECC raised or gave a degenerate warp, and the identity warp was used.
         ecc (float): ECC's final correlation coefficient (NaN when it did not converge).
-        message (str): empty, or OpenCV's error text when ECC failed.
+        message (str): empty, or why ECC failed (OpenCV's error text, or the degenerate warp's corner shift).
     """
     pred: np.ndarray
     gt: np.ndarray
@@ -76,6 +79,17 @@ def _to_float_rgb(image: np.ndarray, name: str) -> np.ndarray:
     if image.dtype in (np.float32, np.float64):
         return image.astype(np.float32)
     raise TypeError(f'{name}: expected uint8 in [0, 255] or float in [0, 1], got {image.dtype}')
+
+
+def _corner_shift(warp: np.ndarray, height: int, width: int) -> float:
+    """Largest distance (pixels) a corner of the (height, width) template moves under the homography ``warp``
+    (inf when a corner maps to infinity)."""
+    corners = np.array([[0, 0, 1], [width - 1, 0, 1], [0, height - 1, 1], [width - 1, height - 1, 1]], np.float64)
+    mapped = corners @ warp.astype(np.float64).T
+    with np.errstate(divide='ignore', invalid='ignore'):
+        moved = mapped[:, :2] / mapped[:, 2:]
+    shift = np.linalg.norm(moved - corners[:, :2], axis=1).max()
+    return float(shift) if np.isfinite(shift) else float('inf')
 
 
 def align_realblur(pred: np.ndarray,
@@ -109,6 +123,10 @@ def align_realblur(pred: np.ndarray,
         converged, message = bool(np.all(np.isfinite(warp))), ''
         if not converged:
             message = 'ECC returned a non-finite warp'
+        else:
+            shift = _corner_shift(warp, *x.shape[:2])
+            if not shift <= ECC_MAX_CORNER_SHIFT * max(x.shape[:2]):
+                converged, message = False, f'ECC returned a degenerate warp (a corner moves by {shift:.0f} pixels)'
     except cv2.error as error:
         ecc, converged, message = float('nan'), False, ' '.join(str(error).split())
     if not converged:

@@ -110,3 +110,15 @@ def test_registered_metrics_take_bgr_and_align_once_for_both(warped_pair, monkey
     assert rgb == pytest.approx(expected['psnr'], abs=1e-9)
     with pytest.raises(ValueError, match="expected one of \\('BGR', 'RGB'\\)"):
         calculate_realblur_ssim(pred, gt, channel_order='rgb')
+
+
+def test_degenerate_ecc_warps_are_refused_by_their_corner_shift():
+    """OpenCV 5.1 returns wild homographies on uncorrelated images instead of raising: judged by how far they move a
+    corner of the template (at most a quarter of the longer side)."""
+    assert realblur._corner_shift(np.eye(3), 48, 64) == 0
+    shifted = np.array([[1, 0, 3], [0, 1, -4], [0, 0, 1]], np.float64)
+    assert realblur._corner_shift(shifted, 48, 64) == pytest.approx(5.0)
+    wild = np.array([[22.5, 5.5, -426.7], [6.3, 14.1, -173.6], [0.0375, 0.296, 1]], np.float64)
+    assert realblur._corner_shift(wild, 48, 48) > realblur.ECC_MAX_CORNER_SHIFT * 48
+    at_infinity = np.array([[1, 0, 0], [0, 1, 0], [-1, 0, 1]], np.float64)  # maps the column x = 1 to infinity
+    assert realblur._corner_shift(at_infinity, 2, 2) == float('inf')
