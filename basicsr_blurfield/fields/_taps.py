@@ -20,9 +20,19 @@ tiles whose size is bounded, so memory is ``O(N*C*H*W + N*K*K*H*W)`` (image plus
   ``F.fold`` of a row tile of at most :data:`UNFOLD_ELEMENTS` unfolded values.
 
 :data:`ENGINE` picks one (``'auto'``: by device); tests force either on CPU.
+
+The kernel gradient (``correlate``'s output, ``N*K*K*H*W`` values: 333 MB at 360x640 with K=19) is a fresh buffer on
+every backward, and on CPU the first write to each of its pages is a page fault; with 4 KiB pages the faults cost
+more than the arithmetic. Outputs of at least :data:`ADVISE_BYTES` on CPU are therefore advised as transparent huge
+pages (``madvise(MADV_HUGEPAGE)`` on their whole 2 MiB pages, what torch's opt-in ``THP_MEM_ALLOC_ENABLE=1`` does for
+every large block), so that they fault once per 2 MiB. The advice is a hint: where the kernel or the platform
+refuses it the buffer keeps ordinary pages, and values and memory are the same either way.
 """
+import ctypes
+import functools
 import math
-from typing import List, Tuple
+import mmap
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +42,8 @@ ENGINES = ('auto', 'taps', 'unfold')
 ENGINE = 'auto'
 TILE_ELEMENTS = 1 << 18
 UNFOLD_ELEMENTS = 1 << 26
+HUGE_PAGE_BYTES = 1 << 21
+ADVISE_BYTES = 1 << 25  # glibc serves blocks this large by a fresh mmap, so the advice ends with the buffer
 
 
 def _geometry(kernels: Tensor) -> Tuple[int, int, int]:
@@ -53,6 +65,39 @@ def engine_for(tensor: Tensor) -> str:
     if ENGINE != 'auto':
         return ENGINE
     return 'taps' if tensor.device.type == 'cpu' else 'unfold'
+
+
+def huge_page_range(address: int, nbytes: int) -> Tuple[int, int]:
+    """``(start, length)`` of the whole :data:`HUGE_PAGE_BYTES` pages inside ``[address, address + nbytes)``; length 0
+    when there are none."""
+    start = -(-address // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES
+    end = (address + nbytes) // HUGE_PAGE_BYTES * HUGE_PAGE_BYTES
+    return start, max(0, end - start)
+
+
+@functools.lru_cache(maxsize=None)
+def _huge_page_advice() -> Optional[Callable[[int, int], int]]:
+    """``advise(start, length)``: libc's ``madvise(start, length, MADV_HUGEPAGE)``, or None where the platform has no
+    such call (not Linux)."""
+    advice = getattr(mmap, 'MADV_HUGEPAGE', None)
+    madvise = getattr(ctypes.CDLL(None, use_errno=True), 'madvise', None) if advice is not None else None
+    if madvise is None:
+        return None
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    madvise.restype = ctypes.c_int
+    return lambda start, length: madvise(start, length, advice)
+
+
+def _empty(like: Tensor, shape: Sequence[int]) -> Tensor:
+    """``like.new_empty(shape)``, advised as transparent huge pages when on CPU and at least :data:`ADVISE_BYTES`."""
+    out = like.new_empty(shape)
+    nbytes = out.numel() * out.element_size()
+    advise = _huge_page_advice() if out.device.type == 'cpu' and nbytes >= ADVISE_BYTES else None
+    if advise is not None:
+        start, length = huge_page_range(out.data_ptr(), nbytes)
+        if length:
+            advise(start, length)  # a refusal (-1) leaves ordinary pages, nothing else changes
+    return out
 
 
 def _row_tiles(height: int, values_per_row: int, budget: int) -> List[Tuple[int, int]]:
@@ -92,7 +137,7 @@ def _unfold_tile(padded: Tensor, size: int, top: int, bottom: int, width: int) -
 def _gather(padded: Tensor, kernels: Tensor) -> Tensor:
     size, height, width = _geometry(kernels)
     num, channels = padded.shape[:2]
-    out = padded.new_zeros((num, channels, height, width))
+    out = _empty(padded, (num, channels, height, width)).zero_()
     if engine_for(padded) == 'unfold':
         for top, bottom in _row_tiles(height, 2 * num * channels * size * size * width, UNFOLD_ELEMENTS):
             columns = _unfold_tile(padded, size, top, bottom, width)
@@ -109,7 +154,7 @@ def _gather(padded: Tensor, kernels: Tensor) -> Tensor:
 def _scatter(values: Tensor, kernels: Tensor) -> Tensor:
     size, height, width = _geometry(kernels)
     num, channels = values.shape[:2]
-    padded = values.new_zeros((num, channels, height + size - 1, width + size - 1))
+    padded = _empty(values, (num, channels, height + size - 1, width + size - 1)).zero_()
     if engine_for(values) == 'unfold':
         for top, bottom in _row_tiles(height, 2 * num * channels * size * size * width, UNFOLD_ELEMENTS):
             columns = kernels[:, None, :, top:bottom] * values[:, :, None, top:bottom]
@@ -126,7 +171,7 @@ def _scatter(values: Tensor, kernels: Tensor) -> Tensor:
 
 def _correlate(values: Tensor, padded: Tensor, size: int) -> Tensor:
     num, channels, height, width = values.shape
-    out = values.new_empty((num, size * size, height, width))
+    out = _empty(values, (num, size * size, height, width))
     if engine_for(values) == 'unfold':
         for top, bottom in _row_tiles(height, 2 * num * channels * size * size * width, UNFOLD_ELEMENTS):
             columns = _unfold_tile(padded, size, top, bottom, width)

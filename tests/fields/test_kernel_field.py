@@ -1,5 +1,7 @@
 """KernelField: blur/adjoint of both engines against pixel-loop and unfold references, adjointness, gradcheck, tiling,
 memory, validation."""
+import mmap
+
 import pytest
 import torch
 from field_reference import per_pixel_blur, real_image, unfold_blur
@@ -126,6 +128,36 @@ def test_gradgradcheck_of_the_tap_functions(engine):
     assert torch.autograd.gradgradcheck(TapGather.apply, (padded, kernels))
     assert torch.autograd.gradgradcheck(TapScatter.apply, (values, kernels))
     assert torch.autograd.gradgradcheck(TapCorrelate.apply, (values, padded))
+
+
+def test_huge_page_range_holds_only_the_whole_2mib_pages_inside_the_buffer():
+    mib = 1 << 20
+    assert taps.huge_page_range(2 * mib, 4 * mib) == (2 * mib, 4 * mib)
+    assert taps.huge_page_range(2 * mib + 64, 6 * mib) == (4 * mib, 4 * mib)
+    assert taps.huge_page_range(mib, 5 * mib - 1) == (2 * mib, 2 * mib)
+    assert taps.huge_page_range(mib, 3 * mib - 1) == (2 * mib, 0)
+
+
+def test_huge_page_advice_covers_large_cpu_outputs_and_leaves_the_gradients_unchanged(monkeypatch):
+    gen = torch.Generator().manual_seed(9)
+    sharp = torch.rand(1, 3, 64, 320, generator=gen, requires_grad=True)
+    kernels = random_kernels(1, 9, 64, 320, dtype=torch.float32).requires_grad_()  # kernel gradient: 6.3 MiB
+    y = torch.rand(1, 3, 64, 320, generator=gen)
+    expected = torch.autograd.grad((KernelField(kernels, check=False).blur(sharp) * y).sum(), (sharp, kernels))
+    calls = []
+    advise = taps._huge_page_advice()
+    monkeypatch.setattr(taps, '_huge_page_advice', lambda: lambda start, length: calls.append((start, length)))
+    monkeypatch.setattr(taps, 'ADVISE_BYTES', 1 << 20)
+    got = torch.autograd.grad((KernelField(kernels, check=False).blur(sharp) * y).sum(), (sharp, kernels))
+    assert len(calls) == 1  # the kernel gradient; the image-sized buffers are below 1 MiB
+    start, length = calls[0]
+    assert start % taps.HUGE_PAGE_BYTES == 0 and length in (2 * taps.HUGE_PAGE_BYTES, 3 * taps.HUGE_PAGE_BYTES)
+    for value, want in zip(got, expected):
+        assert torch.equal(value, want)
+    if hasattr(mmap, 'MADV_HUGEPAGE'):  # Linux: the real call exists and answers 0 (done) or -1 (refused)
+        assert advise(*taps.huge_page_range(got[1].data_ptr(), got[1].numel() * 4)) in (0, -1)
+    else:
+        assert advise is None
 
 
 def largest_allocation(fn) -> int:
