@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--weight', type=float, default=None, help='prior weight (rl_tv 2e-3; cg 4e-3 gradient / 1e-3 tv)')
     parser.add_argument(
+        '--precondition',
+        choices=('none', 'auto', 'circulant', 'mixture'),
+        default='none',
+        help='cg: preconditioned CG; auto = mixture on basis fields (region-wise blur), circulant on the others '
+        '(default none)')
+    parser.add_argument(
         '--mode',
         choices=('alternating', 'joint'),
         default='alternating',
@@ -225,7 +231,9 @@ def run(args: argparse.Namespace) -> str:
                 budget = {}
                 if iters is not None:
                     budget = {'cg_iter': iters} if args.prior == 'gradient' else {'num_iter': iters}
-                restored = deconvolve_cg(blurry, field, prior=args.prior, weight=args.weight, **budget)
+                precondition = {'none': False, 'auto': True}.get(args.precondition, args.precondition)
+                restored = deconvolve_cg(
+                    blurry, field, prior=args.prior, weight=args.weight, precondition=precondition, **budget)
         except (ValueError, TypeError) as error:
             raise RestoreError(f'{source}: {error}') from None
         middle = (f'{type(field).__name__}', cv2.cvtColor(draw_field(blurry, field), cv2.COLOR_RGB2BGR))

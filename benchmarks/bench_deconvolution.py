@@ -5,6 +5,7 @@ Usage::
     python benchmarks/bench_deconvolution.py                    # 256x256 on 4 photos x 3 field types, then 720p
     python benchmarks/bench_deconvolution.py --only-720p        # the 720p run alone
     python benchmarks/bench_deconvolution.py --quick            # 2 photos at 96x96, no 720p (smoke run)
+    python benchmarks/bench_deconvolution.py --no-720p --fields basis  # the region-wise basis fields alone
     python benchmarks/bench_deconvolution.py --estimator KE.pth # adds rows with fields estimated by a checkpoint
 
 Bundled photos (scikit-image: astronaut, coffee, chelsea, rocket; resized with area interpolation) are blurred by
@@ -18,7 +19,9 @@ once untimed, then :data:`REPEAT` (``--repeat``) timed calls, the least kept. ``
 gives two cells per field type: the first budget (half-quadratic rounds x CG steps, in :data:`GRADIENT_BUDGETS` /
 :data:`TV_BUDGETS` order) whose PSNR matches RL-TV's with n iterations on each image, as steps and time over RL-TV's
 (mean over the images where one does; the count says on how many), and the first single budget that matches it on
-every image with its mean time over RL-TV's. The issue's target is at most a third of RL-TV's time.
+every image with its mean time over RL-TV's. The issue's target is at most a third of RL-TV's time. PCG runs with the
+circulant preconditioner and with the default one (``precondition=True``: the mixture preconditioner on basis fields,
+the circulant one on the others, whose runs are then shared).
 The 720p rows are one timed run each on the astronaut photo with the ``basis`` field, budgets tried up to the first
 that reaches the reference.
 """
@@ -43,15 +46,17 @@ METHODS = {
     'CG, gradient prior (12 steps)': lambda blurry, field: deconvolve_cg(blurry, field, prior='gradient'),
     'CG, gradient prior (40 steps)': lambda blurry, field: deconvolve_cg(blurry, field, prior='gradient', cg_iter=40),
     'CG, TV prior (3 half-quadratic rounds x 8 steps)': lambda blurry, field: deconvolve_cg(blurry, field, prior='tv'),
-    'PCG, TV prior (3 x 8, preconditioned)': partial(deconvolve_cg, prior='tv', precondition=True),
+    'PCG, TV prior (3 x 8, circulant preconditioner)': partial(deconvolve_cg, prior='tv', precondition='circulant'),
+    'PCG, TV prior (3 x 8, default: mixture on basis fields)': partial(deconvolve_cg, prior='tv', precondition=True),
 }
 GRADIENT_BUDGETS = tuple((1, steps) for steps in (4, 6, 8, 10, 12, 15, 20, 25, 30, 40))
 TV_BUDGETS = ((1, 4), (1, 6), (2, 3), (2, 4), (2, 5), (3, 4), (2, 6), (3, 5), (4, 4), (3, 6), (4, 5), (4, 6), (4, 8))
-REACH = (  # (label, prior, preconditioned, budgets, reference)
+REACH = (  # (label, prior, precondition, budgets, reference)
     ('CG gradient', 'gradient', False, GRADIENT_BUDGETS, 'RL-TV (30 it.)'),
     ('CG TV', 'tv', False, TV_BUDGETS, 'RL-TV (30 it.)'),
-    ('PCG TV', 'tv', True, TV_BUDGETS, 'RL-TV (30 it.)'),
-    ('PCG TV', 'tv', True, TV_BUDGETS, 'RL-TV (100 it.)'),
+    ('PCG TV (circulant)', 'tv', 'circulant', TV_BUDGETS, 'RL-TV (30 it.)'),
+    ('PCG TV (default)', 'tv', True, TV_BUDGETS, 'RL-TV (30 it.)'),
+    ('PCG TV (default)', 'tv', True, TV_BUDGETS, 'RL-TV (100 it.)'),
 )
 REPEAT = 3
 
@@ -102,7 +107,7 @@ def timed(function, *args):
     return out, best
 
 
-def budget_runs(blurry, field, sharp, prior: str, precondition: bool, budgets, stop_at: float = None) -> list:
+def budget_runs(blurry, field, sharp, prior: str, precondition, budgets, stop_at: float = None) -> list:
     """(PSNR, seconds) of every (rounds, steps) budget, or up to the first whose PSNR reaches ``stop_at``."""
     runs = []
     for rounds, steps in budgets:
@@ -112,6 +117,13 @@ def budget_runs(blurry, field, sharp, prior: str, precondition: bool, budgets, s
         if stop_at is not None and runs[-1][0] >= stop_at:
             break
     return runs
+
+
+def preconditioner_name(field, precondition) -> str:
+    """What ``deconvolve_cg(..., precondition=precondition)`` uses on ``field``: 'none', 'circulant' or 'mixture'."""
+    if precondition is True:
+        return 'mixture' if isinstance(field, BasisField) else 'circulant'
+    return precondition or 'none'
 
 
 def run_case(sharp: torch.Tensor, field, estimator, seed: int, every_budget: bool = True) -> dict:
@@ -128,10 +140,11 @@ def run_case(sharp: torch.Tensor, field, estimator, seed: int, every_budget: boo
         row[name] = (psnr(restored, sharp), seconds)
     done = {}
     for label, prior, precondition, budgets, reference in REACH:
-        if every_budget:  # the same runs serve every reference
-            if label not in done:
-                done[label] = budget_runs(blurry, used, sharp, prior, precondition, budgets)
-            runs = done[label]
+        if every_budget:  # the same runs serve every reference, and True that resolves to 'circulant' reuses its runs
+            key = (prior, preconditioner_name(used, precondition))
+            if key not in done:
+                done[key] = budget_runs(blurry, used, sharp, prior, precondition, budgets)
+            runs = done[key]
         else:
             runs = budget_runs(blurry, used, sharp, prior, precondition, budgets, row[reference][0])
         row[f'{label} to reach {reference}'] = (runs, budgets, row[reference])
@@ -182,6 +195,7 @@ def main() -> None:
     parser.add_argument('--no-720p', action='store_true', help='skip the 720p run')
     parser.add_argument('--only-720p', action='store_true', help='only the 720p run')
     parser.add_argument('--repeat', type=int, default=REPEAT, help=f'timed calls per solve (default {REPEAT})')
+    parser.add_argument('--fields', nargs='+', choices=FIELDS, default=FIELDS, help='field types at 256x256 (all)')
     args = parser.parse_args()
     REPEAT = max(1, args.repeat)
     torch.set_num_threads(args.threads)
@@ -196,7 +210,7 @@ def main() -> None:
     size = 96 if args.quick else 256
     photos = PHOTOS[:2] if args.quick else PHOTOS
     truth, estimated = {}, {}
-    for kind in () if args.only_720p else FIELDS:
+    for kind in () if args.only_720p else args.fields:
         for index, name in enumerate(photos):
             sharp = photo(name, size, size)
             field = make_field(kind, size, size, seed=100 * FIELDS.index(kind) + index)

@@ -13,7 +13,8 @@ Two exact evaluations, picked by a flop estimate (``method='auto'``):
   needs one inverse FFT per ``b`` and channel; the adjoint ``A^T y = sum_b basis_b (*) (mixing_b y)`` sums its ``B``
   terms in the frequency domain and inverts once.
 The FFT size is the padded size rounded up to a 5-smooth length; it is at least ``H + K - 1`` so no circular wrap
-reaches the output.
+reaches the output. A field whose basis needs no gradient keeps the basis spectra of its last FFT size (``N*B`` planes)
+and reuses them in every later blur and adjoint (an iterative solver applies one field many times).
 """
 import math
 from typing import Dict, Optional, Tuple
@@ -74,7 +75,8 @@ class _FFTBasisBlur(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, padded: Tensor, basis: Tensor, mixing: Tensor) -> Tensor:
+    def forward(ctx, padded: Tensor, basis: Tensor, mixing: Tensor, basis_spectra: Optional[Tensor] = None) -> Tensor:
+        """``basis_spectra`` (N, B, Hf, Wf // 2 + 1), optional: ``rfft2(basis)`` at the FFT size, when already known."""
         ctx.save_for_backward(padded, basis, mixing)
         num, channels = padded.shape[:2]
         height, width = mixing.shape[2:]
@@ -83,7 +85,10 @@ class _FFTBasisBlur(torch.autograd.Function):
         product, filtered = torch.empty_like(spectrum[:, :1]), padded.new_empty((num, 1) + fft_size)
         out = padded.new_zeros((num, channels, height, width))
         for b in range(basis.shape[1]):
-            basis_spectrum = torch.fft.rfft2(basis[:, b, None], s=fft_size).conj_physical_()
+            if basis_spectra is None:
+                basis_spectrum = torch.fft.rfft2(basis[:, b, None], s=fft_size).conj_physical_()
+            else:
+                basis_spectrum = basis_spectra[:, b, None].conj()
             for c in range(channels):
                 torch.mul(spectrum[:, c:c + 1], basis_spectrum, out=product)
                 torch.fft.irfft2(product, s=fft_size, out=filtered)
@@ -94,7 +99,7 @@ class _FFTBasisBlur(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         padded, basis, mixing = ctx.saved_tensors
-        need_padded, need_basis, need_mixing = ctx.needs_input_grad
+        need_padded, need_basis, need_mixing = ctx.needs_input_grad[:3]
         num, channels = padded.shape[:2]
         height, width = mixing.shape[2:]
         size = basis.shape[-1]
@@ -125,7 +130,7 @@ class _FFTBasisBlur(torch.autograd.Function):
         grad_padded = None
         if need_padded:
             grad_padded = torch.fft.irfft2(total, s=fft_size)[..., :padded.shape[2], :padded.shape[3]]
-        return grad_padded, grad_basis, grad_mixing
+        return grad_padded, grad_basis, grad_mixing, None
 
 
 class BasisField(BlurField):
@@ -161,6 +166,20 @@ class BasisField(BlurField):
             check_normalized('mixing', mixing, 1)
         self.basis, self.mixing = basis, mixing
         self.kernel_size, self.num_basis = size, num_basis
+        self._spectra = None  # (basis, (fft size, basis version), spectra) of the last FFT blur / adjoint
+
+    def basis_spectra(self, fft_size: Tuple[int, int]) -> Tensor:
+        """``rfft2`` of the zero-padded basis kernels (N, B, Hf, Wf // 2 + 1) for ``fft_size = (Hf, Wf)``.
+
+        Kept on the field and reused while the FFT size and the basis (its in-place version) stay the same; a basis
+        that requires a gradient is transformed anew at every call (with autograd, nothing is kept).
+        """
+        if self.basis.requires_grad:
+            return torch.fft.rfft2(self.basis, s=fft_size)
+        key = (tuple(fft_size), self.basis._version)
+        if self._spectra is None or self._spectra[0] is not self.basis or self._spectra[1] != key:
+            self._spectra = (self.basis, key, torch.fft.rfft2(self.basis, s=fft_size))
+        return self._spectra[2]
 
     def tensors(self) -> Dict[str, Tensor]:
         return {'basis': self.basis, 'mixing': self.mixing}
@@ -188,7 +207,8 @@ class BasisField(BlurField):
                 filtered = F.conv2d(stacked, weight, groups=num * channels).view(num, channels, height, width)
                 out = out + self.mixing[:, b, None] * filtered
             return out
-        return _FFTBasisBlur.apply(padded, self.basis, self.mixing)
+        spectra = None if self.basis.requires_grad else self.basis_spectra(_fft_size(*padded.shape[2:]))
+        return _FFTBasisBlur.apply(padded, self.basis, self.mixing, spectra)
 
     def adjoint(self, image: Tensor, method: str = 'auto') -> Tensor:
         """Exact transpose of :meth:`blur`: (N, C, H, W) -> (N, C, H, W); ``method`` as in :meth:`blur`."""
@@ -204,10 +224,11 @@ class BasisField(BlurField):
                 padded = padded + F.conv_transpose2d(weighted, weight, groups=num * channels)
             return unpad_adjoint(padded.view(num, channels, *padded_size), radius, self.padding)
         fft_size = _fft_size(*padded_size)
+        spectra = self.basis_spectra(fft_size)
         total = 0
         for b in range(self.num_basis):
             weighted = torch.fft.rfft2(self.mixing[:, b, None] * image, s=fft_size)
-            total = total + weighted * torch.fft.rfft2(self.basis[:, b, None], s=fft_size)
+            total = total + weighted * spectra[:, b, None]
         padded = torch.fft.irfft2(total, s=fft_size)[..., :padded_size[0], :padded_size[1]]
         return unpad_adjoint(padded, radius, self.padding)
 

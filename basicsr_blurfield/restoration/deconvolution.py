@@ -28,9 +28,12 @@ of the current image and solves the weighted normal equations
 by a few warm-started CG steps. Both priors keep the operator symmetric positive definite, so CG applies. The solver
 starts from the blurry image with the residual ``A^T (v - A u_0) - D^T W D u_0`` (one blur and one adjoint) and carries
 it from round to round (a new ``W`` changes only the prior term), so every CG step costs one blur and one adjoint, like
-a Richardson-Lucy iteration. With ``precondition=True`` it runs preconditioned CG with the circulant approximation of
-the operator (T. Chan, 1988): the mean power spectrum of the field's kernels at a few pixels plus ``mu`` times the
-periodic Laplacian, inverted by one FFT pair per step (:func:`circulant_preconditioner`).
+a Richardson-Lucy iteration. With ``precondition`` it runs preconditioned CG: ``'circulant'`` is the circulant
+approximation of the operator (T. Chan, 1988), the mean power spectrum of the field's kernels at a few pixels plus
+``mu`` times the periodic Laplacian, inverted by one FFT pair per channel and step (:func:`circulant_preconditioner`);
+``'mixture'`` (basis fields, the default of ``precondition=True`` for them) inverts each basis kernel on its own,
+weighted by the square roots of its mixing map, on the channel mean (:func:`mixture_preconditioner`), which fits
+region-wise fields.
 
 Reference: Carbajal et al., §4.1; Dey et al., "Richardson-Lucy algorithm with total variation regularization for 3D
 confocal microscope deconvolution", 2006; Hestenes and Stiefel, 1952 (conjugate gradients); Geman and Reynolds,
@@ -38,18 +41,21 @@ confocal microscope deconvolution", 2006; Hestenes and Stiefel, 1952 (conjugate 
 variation denoising", SIAM J. Sci. Comput. 1996; T. Chan, "An optimal circulant preconditioner for Toeplitz systems",
 SIAM J. Sci. Stat. Comput. 1988. Written from the papers.
 """
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
+from basicsr_blurfield.fields import BasisField
+
 __all__ = [
-    'PRECONDITIONER_SCALE', 'PRIORS', 'check_problem', 'circulant_preconditioner', 'conjugate_gradient',
-    'deconvolve_cg', 'image_gradient', 'image_gradient_adjoint', 'richardson_lucy_tv', 'tv_divergence',
-    'weighted_laplacian'
+    'PRECONDITIONERS', 'PRECONDITIONER_SCALE', 'PRIORS', 'check_problem', 'circulant_preconditioner',
+    'conjugate_gradient', 'deconvolve_cg', 'image_gradient', 'image_gradient_adjoint', 'mixture_preconditioner',
+    'richardson_lucy_tv', 'tv_divergence', 'weighted_laplacian'
 ]
 
 PRIORS = ('gradient', 'tv')
+PRECONDITIONERS = ('circulant', 'mixture')
 # mu of the TV rounds' preconditioner over their mean weight, tuned on bundled photos (bench_deconvolution.py)
 PRECONDITIONER_SCALE = 3.0
 
@@ -279,13 +285,63 @@ def circulant_preconditioner(field, num_points: int = 4) -> Callable[[torch.Tens
         kernels = field.kernels_at(points)
     power = torch.fft.rfft2(kernels, s=(height, width)).abs().square()
     power = power.view(field.batch, -1, height, width // 2 + 1).mean(1, keepdim=True)
-    freq_y = torch.arange(height, device=device, dtype=power.dtype)[:, None] / height
-    freq_x = torch.arange(width // 2 + 1, device=device, dtype=power.dtype)[None] / width
-    laplacian = 4 * torch.sin(torch.pi * freq_y).square() + 4 * torch.sin(torch.pi * freq_x).square()
+    laplacian = _laplacian_spectrum(height, width, power)
 
     def inverse_for(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         inverse = 1 / (power + weight.view(-1, 1, 1, 1) * laplacian).clamp_min(torch.finfo(power.dtype).eps)
         return lambda image: torch.fft.irfft2(torch.fft.rfft2(image) * inverse, s=(height, width))
+
+    return inverse_for
+
+
+def _laplacian_spectrum(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """Symbol ``4 sin^2(pi f_y) + 4 sin^2(pi f_x)`` of the periodic Laplacian ``D^T D``: (H, W // 2 + 1)."""
+    freq_y = torch.arange(height, device=like.device, dtype=like.dtype)[:, None] / height
+    freq_x = torch.arange(width // 2 + 1, device=like.device, dtype=like.dtype)[None] / width
+    return 4 * torch.sin(torch.pi * freq_y).square() + 4 * torch.sin(torch.pi * freq_x).square()
+
+
+def mixture_preconditioner(field) -> Callable[[torch.Tensor], Callable]:
+    """``M^-1`` for a :class:`BasisField`: each basis kernel's own circulant inverse, weighted by its mixing map, on
+    the channel mean; the other channel directions are left as they are.
+
+    With ``S_b`` the spectrum of ``basis_b``, ``L^`` the periodic Laplacian's, ``R_b = diag(sqrt(mixing_b))`` and
+    ``C_b^-1 = IFFT(. / (|S_b|^2 + mu L^)) FFT``, the mixture ``R = sum_b R_b C_b^-1 R_b`` is, where one kernel acts (a
+    region), that kernel's Fourier inverse; it is symmetric positive definite because ``sum_b R_b^2 = I``. With
+    ``u = 1 / sqrt(C)`` (C channels),
+
+        M^-1 x = u R(u^T x) + (I - u u^T) x,
+
+    symmetric positive definite (the two terms act on orthogonal channel directions). One FFT pair per basis kernel on
+    one plane, against one per channel for :func:`circulant_preconditioner`: the per-kernel inverses, which fit
+    region-wise fields, go where natural images keep their detail (the channel mean). A Fourier inverse on the other
+    ``C - 1`` directions too (the mean power spectrum's) saved no steps on the bundled photos
+    (``benchmarks/bench_deconvolution.py``) and cost ``C - 1`` more FFT pairs.
+
+    Args:
+        field: a :class:`BasisField` (``basis`` (N, B, K, K), ``mixing`` (N, B, H, W)).
+
+    Returns:
+        callable: ``mu`` (N,) tensor (> 0) -> ``M^-1``, a callable (N, C, H, W) -> (N, C, H, W).
+    """
+    height, width = field.height, field.width
+    power = torch.fft.rfft2(field.basis, s=(height, width)).abs().square()  # (N, B, H, W // 2 + 1)
+    roots = field.mixing.sqrt()
+    laplacian = _laplacian_spectrum(height, width, power)
+
+    def inverse_for(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        kernel_inverse = 1 / (power + weight.view(-1, 1, 1, 1) * laplacian).clamp_min(torch.finfo(power.dtype).eps)
+
+        def apply(image: torch.Tensor) -> torch.Tensor:
+            mean = image.mean(1, keepdim=True)  # u u^T x, the same on every channel
+            mixture = torch.zeros_like(mean)  # R(mean): u R(u^T x) on every channel, R being linear
+            for b in range(roots.shape[1]):  # one plane at a time (a batched inverse FFT is slower on CPU)
+                root = roots[:, b, None]
+                spectrum = torch.fft.rfft2(root * mean).mul_(kernel_inverse[:, b, None])
+                mixture.addcmul_(root, torch.fft.irfft2(spectrum, s=(height, width)))
+            return (image - mean).add_(mixture)
+
+        return apply
 
     return inverse_for
 
@@ -300,7 +356,7 @@ def deconvolve_cg(blurry: torch.Tensor,
                   tv_eps: float = 1e-2,
                   init: Optional[torch.Tensor] = None,
                   clip: bool = True,
-                  precondition: bool = False) -> torch.Tensor:
+                  precondition: Union[bool, str] = False) -> torch.Tensor:
     """Restores a sharp image with conjugate gradients on the normal equations (see the module docstring).
 
     ``prior='gradient'``: one CG solve of ``(A^T A + weight D^T D) u = A^T v`` with up to ``cg_iter`` steps
@@ -320,8 +376,11 @@ def deconvolve_cg(blurry: torch.Tensor,
         tv_eps (float): smoothing of the TV norm (> 0; the weights are at most 1 / tv_eps). Default: 1e-2.
         init (Tensor, optional): (N, C, H, W) starting image; default the blurry image.
         clip (bool): clip the result to [0, 1]. Default: True.
-        precondition (bool): preconditioned CG with :func:`circulant_preconditioner`, ``mu`` the weight (gradient
-            prior) or :data:`PRECONDITIONER_SCALE` times the mean TV weight of each round. Default: False.
+        precondition (bool or str): preconditioned CG, one of :data:`PRECONDITIONERS`: ``'circulant'``
+            (:func:`circulant_preconditioner`), ``'mixture'`` (:func:`mixture_preconditioner`, basis fields only);
+            True picks ``'mixture'`` for a :class:`BasisField` and ``'circulant'`` otherwise; False, none. ``mu`` is the
+            weight (gradient prior) or :data:`PRECONDITIONER_SCALE` times the mean TV weight of each round.
+            Default: False.
 
     Returns:
         Tensor: (N, C, H, W), in [0, 1] when ``clip``; computed without autograd.
@@ -329,6 +388,7 @@ def deconvolve_cg(blurry: torch.Tensor,
     check_problem(blurry, field)
     if prior not in PRIORS:
         raise ValueError(f'prior: expected one of {PRIORS}, got {prior!r}')
+    preconditioner = _pick_preconditioner(field, precondition)
     weight = (4e-3 if prior == 'gradient' else 1e-3) if weight is None else weight
     cg_iter = (12 if prior == 'gradient' else 8) if cg_iter is None else cg_iter
     if not weight > 0 or not tv_eps > 0 or int(num_iter) < 0 or int(cg_iter) < 0:
@@ -337,11 +397,11 @@ def deconvolve_cg(blurry: torch.Tensor,
     with torch.no_grad():
         estimate = blurry if init is None else init
         residual = field.adjoint(blurry - field.blur(estimate))  # A^T (v - A u_0): one blur and one adjoint
-        inverse_for = circulant_preconditioner(field) if precondition else None
+        inverse_for = preconditioner(field) if preconditioner is not None else None
         if prior == 'gradient':
             residual.sub_(weighted_laplacian(estimate, weight))
             operator = _normal_operator(field, weight)
-            inverse = inverse_for(blurry.new_full((blurry.shape[0], ), weight)) if precondition else None
+            inverse = inverse_for(blurry.new_full((blurry.shape[0], ), weight)) if inverse_for else None
             return _finish(conjugate_gradient(operator, None, estimate, cg_iter, tol, residual, inverse)[0], clip)
         previous = 0.0
         for _ in range(int(num_iter)):
@@ -350,10 +410,24 @@ def deconvolve_cg(blurry: torch.Tensor,
             # new weights, same A^T A u: A^T v - (A^T A + D^T W' D) u without another blur
             residual = residual + image_gradient_adjoint((previous - diffusivity) * grad)
             operator = _normal_operator(field, diffusivity)
-            inverse = inverse_for(PRECONDITIONER_SCALE * diffusivity.flatten(1).mean(1)) if precondition else None
+            inverse = inverse_for(PRECONDITIONER_SCALE * diffusivity.flatten(1).mean(1)) if inverse_for else None
             estimate, _, _, residual = conjugate_gradient(operator, None, estimate, cg_iter, tol, residual, inverse)
             previous = diffusivity
     return _finish(estimate, clip)
+
+
+def _pick_preconditioner(field, precondition: Union[bool, str]) -> Optional[Callable]:
+    """The preconditioner factory that ``precondition`` names for ``field`` (see :func:`deconvolve_cg`), or None."""
+    if not precondition:
+        return None
+    if precondition is True:
+        precondition = 'mixture' if isinstance(field, BasisField) else 'circulant'
+    if precondition not in PRECONDITIONERS:
+        raise ValueError(f'precondition: expected True, False or one of {PRECONDITIONERS}, got {precondition!r}')
+    if precondition == 'mixture' and not isinstance(field, BasisField):
+        raise TypeError(f"precondition='mixture': expected a BasisField, got {type(field).__name__} "
+                        "(use 'circulant')")
+    return circulant_preconditioner if precondition == 'circulant' else mixture_preconditioner
 
 
 def _finish(estimate: torch.Tensor, clip: bool) -> torch.Tensor:

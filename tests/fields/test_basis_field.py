@@ -175,3 +175,22 @@ def test_validation_messages():
         BasisField(basis, mixing * 0.5)
     with pytest.raises(ValueError, match=r"method: expected one of \('auto', 'fft', 'direct'\), got 'fast'"):
         field.blur(torch.rand(1, 3, 5, 5, dtype=torch.float64), 'fast')
+
+
+def test_the_basis_spectra_are_kept_between_calls_and_see_in_place_changes():
+    field = random_basis_field(1, 3, 7, 32, 32, padding='zeros', seed=13)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    size = (fast_fft_length(32 + 6), ) * 2  # the FFT size of a 32 x 32 image and K = 7
+    first = field.blur(x, 'fft')
+    kept = field.basis_spectra(size)
+    field.adjoint(x, 'fft')
+    assert field.basis_spectra(size) is kept  # the blur's spectra, reused by the adjoint and later calls
+    assert torch.equal(kept, torch.fft.rfft2(field.basis, s=size))
+    assert torch.allclose(first, reference(field, x), atol=1e-12)
+    field.basis[:, :, 3, 3] += 1.0  # an in-place change of the basis is seen
+    field.basis.div_(field.basis.sum((2, 3), keepdim=True))
+    fresh = BasisField(field.basis.clone(), field.mixing, padding='zeros')
+    assert torch.allclose(field.blur(x, 'fft'), fresh.blur(x, 'fft'), atol=1e-14)
+    assert torch.allclose(field.adjoint(x, 'fft'), fresh.adjoint(x, 'fft'), atol=1e-14)
+    trained = BasisField(field.basis.clone().requires_grad_(), field.mixing, check=False)
+    assert trained.basis_spectra(size).requires_grad and trained._spectra is None  # nothing kept with autograd

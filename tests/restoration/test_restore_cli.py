@@ -77,6 +77,28 @@ def test_deconvolution_with_a_saved_field_sharpens_and_reports(capsys, tmp_path,
     assert f'{output}: {method} on a 48x56 photo' in summary
 
 
+def test_precondition_reaches_the_solver_and_mixture_needs_a_basis_field(capsys, tmp_path, blurred_photo):
+    from basicsr_blurfield.fields import load_field
+    from basicsr_blurfield.restoration.deconvolution import deconvolve_cg
+    _, blurry_path, field_path = blurred_photo
+    outputs = {}
+    for choice in ('none', 'auto', 'mixture', 'circulant'):
+        outputs[choice] = tmp_path / f'{choice}.png'
+        run_cli(capsys, '--method', 'cg', '--prior', 'tv', '--blurry', blurry_path, '--field', field_path, '-o',
+                outputs[choice], '--precondition', choice, '--iters', 1)
+    image = torch.from_numpy(cv2.cvtColor(cv2.imread(blurry_path), cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None] / 255
+    expected = deconvolve_cg(image.float(), load_field(field_path), prior='tv', num_iter=1, precondition='mixture')
+    expected = cv2.cvtColor((expected[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
+    read = {choice: cv2.imread(str(path)) for choice, path in outputs.items()}
+    assert np.array_equal(read['auto'], read['mixture']) and np.abs(read['auto'].astype(int) - expected).max() <= 1
+    assert not np.array_equal(read['none'], read['mixture']) and not np.array_equal(read['circulant'], read['mixture'])
+    dense_path = tmp_path / 'dense.npz'
+    save_field(dense_path, load_field(field_path).dense())
+    err = fail_cli(capsys, '--method', 'cg', '--blurry', blurry_path, '--field', dense_path, '-o', tmp_path / 'x.png',
+                   '--precondition', 'mixture')
+    assert "precondition='mixture': expected a BasisField, got KernelField" in err
+
+
 def test_deconvolution_with_an_estimator_checkpoint(capsys, tmp_path, blurred_photo):
     _, blurry_path, _ = blurred_photo
     with torch.random.fork_rng():
