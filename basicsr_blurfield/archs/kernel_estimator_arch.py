@@ -195,12 +195,8 @@ class LatentKernelField(KernelField):
     def kernels(self) -> torch.Tensor:
         """(N, K*K, H, W): every pixel's kernel, decoded at the first access."""
         if self._kernels is None:
-            estimator = self._estimator
-            code, sigma = estimator._heads(self._features, (self.height, self.width))
-            noise = None
-            if self._sample:
-                noise = torch.randn(code.shape, generator=self._generator, device=code.device, dtype=code.dtype)
-            self._kernels = estimator._decode_codes(code, sigma, noise, normalize=True)
+            self._kernels, _ = self._estimator._decode_features(self._features, (self.height, self.width),
+                                                                self._sample, self._generator)
         return self._kernels
 
     def kernels_at(self, points: torch.Tensor) -> torch.Tensor:
@@ -210,14 +206,8 @@ class LatentKernelField(KernelField):
         if self._kernels is not None and not torch.is_grad_enabled():
             return super().kernels_at(points)
         points = check_points(points, self.batch, self.height, self.width).to(self._features.device)
-        heads = self._estimator.kernel_extra.Conv_tail
-        code, logits = ((_conv_at(heads[name][2], torch.relu(heads[name][0](self._features)), points)
-                         for name in ('mean', 'var')))
-        sigma = torch.sigmoid(logits).mean(1, keepdim=True)
-        noise = None
-        if self._sample:
-            noise = torch.randn(code.shape, generator=self._generator, device=code.device, dtype=code.dtype).T
-        kernels = self._estimator._decode_columns(code.T, sigma.T, noise, normalize=True).T
+        kernels, _ = self._estimator._decode_features(self._features, (self.height, self.width), self._sample,
+                                                      self._generator, points=points)
         return kernels.reshape(-1, self.kernel_size, self.kernel_size)
 
     @property
@@ -282,14 +272,47 @@ class LatentKernelEstimation:
             tuple: kernels (N, K*K, H, W) (gather form; non-negative, summing to 1 over dim 1 when ``normalize``)
             and sigma (N, 1, H, W) in (0, 1).
         """
+        features, size = self._trunk(lq)
+        return self._decode_features(features, size, self._sampling(sample), generator, normalize)
+
+    def _sampling(self, sample: Optional[bool]) -> bool:
+        """``sample``, or when it is None: while training, or if ``sample_at_test``."""
+        return (self.training or self.sample_at_test) if sample is None else sample
+
+    def _trunk(self, lq: torch.Tensor) -> tuple:
+        """The U-Net trunk of G on ``lq`` (N, C, H, W), any H, W, reflection-padded to a multiple of 4.
+
+        Returns:
+            tuple: features (N, F, H', W') on the padded image (the heads' 3x3 convs read across the crop line, so
+            cropping to (H, W) comes after them) and the size (H, W).
+        """
         if lq.dim() != 4:
             raise ValueError(f'lq: expected (N, C, H, W), got shape {tuple(lq.shape)}')
-        if sample is None:
-            sample = self.training or self.sample_at_test
         padded, size = pad_to_multiple(lq, 4)
-        code, sigma = self._heads(self.kernel_extra(channels_last_on_cpu(padded)), size)
+        return self.kernel_extra(channels_last_on_cpu(padded)), size
+
+    def _decode_features(self, features: torch.Tensor, size: tuple, sample: bool,
+                         generator: Optional[torch.Generator] = None, normalize: bool = True,
+                         points: Optional[torch.Tensor] = None) -> tuple:
+        """Trunk features -> kernels and sigma: the two heads, the noise of eq. (6) if ``sample``, then the decode.
+
+        Args:
+            features (Tensor): (N, F, H', W') from :meth:`_trunk`; the results take its dtype and device.
+            size (tuple): (H, W) of the image, H <= H', W <= W'.
+            sample (bool): add the uncertainty noise (drawn in the code's layout: (N, L, H, W), or (P, L) at points).
+            generator (torch.Generator, optional): source of the noise (on the features' device).
+            normalize (bool): as in :meth:`estimate_kernels`. Default: True.
+            points (Tensor, optional): (P, 3) long as (n, y, x), inside (N, H, W): decode those pixels only.
+
+        Returns:
+            tuple: kernels (N, K*K, H, W) and sigma (N, 1, H, W); with ``points``, kernels (P, K*K) and sigma (P, 1).
+        """
+        code, sigma = self._heads(features, size) if points is None else self._heads_at(features, points)
         noise = torch.randn(code.shape, generator=generator, device=code.device, dtype=code.dtype) if sample else None
-        return self._decode_codes(code, sigma, noise, normalize), sigma
+        if points is None:
+            return self._decode_codes(code, sigma, noise, normalize), sigma
+        noise = None if noise is None else noise.T
+        return self._decode_columns(code.T, sigma.T, noise, normalize).T, sigma
 
     def _heads(self, features: torch.Tensor, size: tuple) -> tuple:
         """Raw code (N, L, H, W) and sigma (N, 1, H, W) = mean over L of sigmoid(logits), cropped to ``size``.
@@ -302,6 +325,13 @@ class LatentKernelEstimation:
         sigma = (logits.sigmoid_() if in_place else torch.sigmoid(logits)).mean(dim=1, keepdim=True)
         del logits
         return crop_to(self.kernel_extra.Conv_tail['mean'](features), size), sigma
+
+    def _heads_at(self, features: torch.Tensor, points: torch.Tensor) -> tuple:
+        """:meth:`_heads` at ``points`` (P, 3) long as (n, y, x) only: raw code (P, L) and sigma (P, 1)."""
+        heads = self.kernel_extra.Conv_tail
+        code, logits = (_conv_at(heads[name][2], torch.relu(heads[name][0](features)), points)
+                        for name in ('mean', 'var'))
+        return code, torch.sigmoid(logits).mean(1, keepdim=True)
 
     def _decode_codes(self, code: torch.Tensor, sigma: torch.Tensor, noise: Optional[torch.Tensor],
                       normalize: bool) -> torch.Tensor:
@@ -345,13 +375,11 @@ class LatentKernelEstimation:
                        generator: Optional[torch.Generator] = None, lazy: bool = False) -> KernelField:
         """The blur field of ``lq`` (N, C, H, W): a :class:`KernelField` of (N, K*K, H, W) kernels, or with ``lazy``
         a :class:`LatentKernelField` that decodes only the pixels asked for."""
+        features, size = self._trunk(lq)
+        sample = self._sampling(sample)
         if lazy:
-            if lq.dim() != 4:
-                raise ValueError(f'lq: expected (N, C, H, W), got shape {tuple(lq.shape)}')
-            padded, size = pad_to_multiple(lq, 4)
-            sample = (self.training or self.sample_at_test) if sample is None else sample
-            return LatentKernelField(self, self.kernel_extra(channels_last_on_cpu(padded)), size, sample, generator)
-        kernels, _ = self.estimate_kernels(lq, sample, generator)
+            return LatentKernelField(self, features, size, sample, generator)
+        kernels, _ = self._decode_features(features, size, sample, generator)
         return KernelField(kernels, padding=self.field_padding, check=False)  # normalised by the flow's decode
 
 

@@ -33,6 +33,21 @@ def test_lazy_field_equals_the_eager_field(estimator):
     assert type(lazy.detach()) is KernelField
 
 
+@pytest.mark.parametrize('sample', [False, True])
+@pytest.mark.parametrize('grad', [False, True])
+def test_lazy_full_decode_is_bit_for_bit_the_eager_field(estimator, sample, grad):
+    """Both paths share the trunk, the heads, the noise draw and the decode: the same generator gives equal bits."""
+    estimator.train(grad)
+    image = torch.rand(2, 3, 13, 10)
+    with torch.set_grad_enabled(grad):
+        eager = estimator(image, sample=sample, generator=torch.Generator().manual_seed(5))
+        lazy = estimator(image, sample=sample, generator=torch.Generator().manual_seed(5), lazy=True)
+        assert torch.equal(lazy.kernels, eager.kernels)
+        kernels, sigma = estimator.estimate_kernels(image, sample=sample, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(kernels, eager.kernels) and sigma.shape == (2, 1, 13, 10)
+    assert lazy.kernels.requires_grad == grad
+
+
 def test_lazy_field_gradients_equal_the_eager_ones(estimator):
     estimator.train()
     image = torch.rand(2, 3, 21, 26, requires_grad=True)
