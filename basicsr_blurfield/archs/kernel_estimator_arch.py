@@ -34,13 +34,15 @@ from torch import nn
 
 from basicsr.utils.registry import ARCH_REGISTRY
 from basicsr_blurfield.archs.arch_util import channels_last_on_cpu, crop_to, pad_to_multiple
+from basicsr_blurfield.archs.blur_cues import DerivativeAutocorrelation
 from basicsr_blurfield.archs.flow_prior_arch import KernelFlowPrior
 from basicsr_blurfield.fields import KernelField
 from basicsr_blurfield.fields.base import BlurField
 from basicsr_blurfield.fields._common import check_points
 
-__all__ = ['FlowKernelEstimator', 'LatentKernelEstimation', 'LatentKernelField', 'resample_codes']
+__all__ = ['INPUT_CUES', 'FlowKernelEstimator', 'LatentKernelEstimation', 'LatentKernelField', 'resample_codes']
 
+INPUT_CUES = (None, 'autocorrelation')  # what G may read besides the image (FlowKernelEstimator's input_cues)
 _DECODE_PIXELS = 1024  # pixels decoded at a time without autograd: (L, 1024) floats stay in cache
 
 
@@ -234,11 +236,15 @@ class LatentKernelEstimation:
 
     def _build_kernel_estimation(self, img_channel: int, kernel_size: int, num_feat: int, flow_num_block: int,
                                  flow_hidden_size: int, sample_at_test: bool, freeze_prior: bool,
-                                 padding: str) -> None:
-        """Adds ``flow`` (:class:`KernelFlowPrior`) and ``kernel_extra`` (the U-Net G); arguments as in
-        :class:`FlowKernelEstimator` (``num_feat`` is G's width)."""
+                                 padding: str, input_cues: Optional[str] = None) -> None:
+        """Adds ``flow`` (:class:`KernelFlowPrior`), ``kernel_extra`` (the U-Net G) and, with ``input_cues``, the
+        cue module ``cues``; arguments as in :class:`FlowKernelEstimator` (``num_feat`` is G's width)."""
+        if input_cues not in INPUT_CUES:
+            raise ValueError(f'input_cues: expected one of {INPUT_CUES}, got {input_cues!r}')
+        self.cues = DerivativeAutocorrelation() if input_cues == 'autocorrelation' else None
+        cue_channels = 0 if self.cues is None else self.cues.channels
         self.flow = KernelFlowPrior(kernel_size=kernel_size, num_block=flow_num_block, hidden_size=flow_hidden_size)
-        self.kernel_extra = _LatentCodeNet(img_channel, num_feat, int(kernel_size)**2)
+        self.kernel_extra = _LatentCodeNet(img_channel + cue_channels, num_feat, int(kernel_size)**2)
         self.sample_at_test = bool(sample_at_test)
         self.freeze_prior = bool(freeze_prior)
         self.field_padding = padding
@@ -289,6 +295,8 @@ class LatentKernelEstimation:
         if lq.dim() != 4:
             raise ValueError(f'lq: expected (N, C, H, W), got shape {tuple(lq.shape)}')
         padded, size = pad_to_multiple(lq, 4)
+        if self.cues is not None:
+            padded = torch.cat([padded, self.cues(padded)], 1)
         return self.kernel_extra(channels_last_on_cpu(padded)), size
 
     def _decode_features(self, features: torch.Tensor, size: tuple, sample: bool,
@@ -396,6 +404,9 @@ class FlowKernelEstimator(LatentKernelEstimation, nn.Module):
         sample_at_test (bool): keep the uncertainty noise in eval mode (published behaviour). Default: False.
         freeze_prior (bool): keep the flow fixed (no gradients, eval-mode statistics). Default: True.
         padding (str): boundary mode of the returned field ('replicate', 'reflect', 'zeros'). Default: 'replicate'.
+        input_cues (str, optional): ``'autocorrelation'`` feeds G the image concatenated with its
+            :class:`~basicsr_blurfield.archs.blur_cues.DerivativeAutocorrelation` cues (ours, not published: G's first
+            conv then takes ``C + 177`` channels, so published weights do not load). Default: None (published).
 
     Shape:
         ``forward(lq)``: (N, C, H, W) -> KernelField with kernels (N, K*K, H, W).
@@ -409,10 +420,11 @@ class FlowKernelEstimator(LatentKernelEstimation, nn.Module):
                  flow_hidden_size: int = 25,
                  sample_at_test: bool = False,
                  freeze_prior: bool = True,
-                 padding: str = 'replicate'):
+                 padding: str = 'replicate',
+                 input_cues: Optional[str] = None):
         super().__init__()
         self._build_kernel_estimation(img_channel, kernel_size, num_feat, flow_num_block, flow_hidden_size,
-                                      sample_at_test, freeze_prior, padding)
+                                      sample_at_test, freeze_prior, padding, input_cues)
 
     def forward(self, lq: torch.Tensor, sample: Optional[bool] = None,
                 generator: Optional[torch.Generator] = None, lazy: bool = False) -> KernelField:

@@ -74,16 +74,19 @@ def _flow_estimator(state: dict) -> Tuple[dict, dict]:
 
     state = {
         key: value
-        for key, value in remap_official_keys(state).items() if key.startswith(('kernel_extra.', 'flow.'))
+        for key, value in remap_official_keys(state).items() if key.startswith(('kernel_extra.', 'flow.', 'cues.'))
     }
     head = state['kernel_extra.Encoding_Block1.Conv_head.weight']
+    cue_channels = state['cues.lag_table'].shape[0] + 1 if 'cues.lag_table' in state else 0
     options = dict(
         type='FlowKernelEstimator',
-        img_channel=head.shape[1],
+        img_channel=head.shape[1] - cue_channels,
         kernel_size=int(state['flow.kernel_size']),
         num_feat=head.shape[0],
         flow_num_block=_count(state, r'flow\.net\.\d+\.mask'),
         flow_hidden_size=state['flow.net.0.s_net.0.weight'].shape[0])
+    if cue_channels:
+        options['input_cues'] = 'autocorrelation'
     return options, state
 
 
