@@ -18,6 +18,7 @@ from basicsr_blurfield.losses.reblur_loss import reblur_psnr
 from basicsr_blurfield.reference_models import load_estimator, reference_model_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART_REFERENCE = 'ufpnet-ke-cues-reference'  # the estimator reading blur cues (docs/estimation.md, section 3)
 
 
 def shortened_quickstart(folder: str, total_iter: int = 4) -> dict:
@@ -38,9 +39,9 @@ def test_quickstart_starts_from_the_shipped_reference_model():
     with open(os.path.join(ROOT, 'options', 'quickstart.yml')) as f:
         opt = yaml.safe_load(f)
     # by name, so the option works from any directory; the model's loader resolves it to the shipped file
-    assert opt['path']['pretrain_network_g'] == 'ufpnet-ke-reference'
-    assert os.path.isfile(reference_model_path('ufpnet-ke-reference'))
-    net, kind = load_estimator('ufpnet-ke-reference')
+    assert opt['path']['pretrain_network_g'] == QUICKSTART_REFERENCE
+    assert os.path.isfile(reference_model_path(QUICKSTART_REFERENCE))
+    net, kind = load_estimator(QUICKSTART_REFERENCE)
     assert kind == 'ufpnet'
     built = build_network(opt['network_g'])
     built.load_state_dict(net.state_dict())  # the quickstart's network is the reference model's
@@ -54,7 +55,7 @@ def quickstart_run(tmp_path_factory):
     train_loader = build_dataloader(build_dataset(train_opt), train_opt, num_gpu=0, dist=False, sampler=None, seed=0)
     val_loader = build_dataloader(build_dataset(val_opt), val_opt, num_gpu=0, dist=False, sampler=None, seed=0)
     model = build_model(opt)
-    reference, _ = load_estimator('ufpnet-ke-reference')
+    reference, _ = load_estimator(QUICKSTART_REFERENCE)
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.net_g.state_dict().items())
     batch = next(iter(train_loader))
     logs = []
@@ -103,7 +104,7 @@ def test_estimate_field_script_resolves_the_reference_model_by_name(tmp_path, mo
 
     photo = os.path.join(skimage_data.data_dir, 'clock_motion.png')
     output = str(tmp_path / 'clock_field.png')
-    monkeypatch.setattr(sys, 'argv', ['estimate_field.py', photo, '--checkpoint', 'ufpnet-ke-reference', '-o', output,
+    monkeypatch.setattr(sys, 'argv', ['estimate_field.py', photo, '--checkpoint', QUICKSTART_REFERENCE, '-o', output,
                                       '--max-size', '64', '--step', '16', '--save-field', str(tmp_path / 'f.npz')])
     runpy.run_path(os.path.join(ROOT, 'scripts', 'estimate_field.py'), run_name='__main__')
     drawing = cv2.imread(output)
