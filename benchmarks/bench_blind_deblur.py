@@ -44,8 +44,8 @@ import torch
 import yaml
 
 import basicsr_blurfield  # noqa: F401  (applies compat, registers everything)
-from basicsr_blurfield.data.synthetic_blur_dataset import (blur_with_field, bundled_photo_paths, degrade,
-                                                           parse_field_ratios, random_crop, synthesize_field)
+from basicsr_blurfield.atomic import write_text
+from basicsr_blurfield.data.synthetic_blur_dataset import SyntheticBlurDataset, bundled_photo_paths
 from basicsr_blurfield.restoration.blind_deblur import BLIND_MODES, blind_deblur
 from basicsr_blurfield.restoration.estimators import load_network
 
@@ -103,23 +103,18 @@ def load_photo(name: str, scale: int) -> np.ndarray:
 
 
 def make_case(photo: np.ndarray, data_opt: dict, size: int, noise: float, rng: np.random.Generator) -> dict:
-    """A sharp crop and its blurred copy, drawn as ``SyntheticBlurDataset`` draws a training item."""
-    kernel_size = int(data_opt.get('kernel_size', 33))
-    margin = kernel_size // 2
-    sharp, _ = random_crop(photo, size + 2 * margin, rng)
-    names, probs = parse_field_ratios(data_opt.get('field_types'), 'basis')
-    field_type = str(rng.choice(names, p=probs))
-    arrays = synthesize_field(field_type, size + 2 * margin, size + 2 * margin, rng, kernel_size, 'basis',
-                              int(data_opt.get('max_regions', 3)), int(data_opt.get('min_region_area', 400)),
-                              int(data_opt.get('basis_grid', 3)))
-    blurry, _ = blur_with_field(np.ascontiguousarray(sharp), arrays, margin)
-    blurry = degrade(blurry, rng, noise if noise > 0 else None)
-    inner = slice(margin, margin + size)
-
-    def tensor(image):
-        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float()
-
-    return {'sharp': tensor(sharp[inner, inner]), 'blurry': tensor(blurry), 'field': field_type}
+    """A sharp crop and its blurred copy, drawn by ``SyntheticBlurDataset.draw`` with F's training options (no flips,
+    ``size`` pixels, Gaussian noise of std ``noise``)."""
+    dataset = SyntheticBlurDataset(
+        dict(
+            data_opt,
+            gt_size=size,
+            use_hflip=False,
+            use_rot=False,
+            noise_std=noise if noise > 0 else None,
+            poisson_peak=None))
+    item = dataset.draw(photo, rng)
+    return {'sharp': item['gt'][None].float(), 'blurry': item['lq'][None].float(), 'field': item['field_type']}
 
 
 def main() -> None:
@@ -158,8 +153,8 @@ def main() -> None:
           f'{args.iters} steps (warm-up {args.warmup}), lr {args.lr}, kernel_iter {args.kernel_iter}')
     rows = []
     for index, name in enumerate(args.photos):
-        case = make_case(load_photo(name, scale), data_opt, args.size, args.noise, np.random.default_rng([args.seed,
-                                                                                                          index]))
+        case = make_case(
+            load_photo(name, scale), data_opt, args.size, args.noise, np.random.default_rng([args.seed, index]))
         sharp, blurry = case['sharp'], case['blurry']
         oracle = float('nan')
         if extractor is not None:
@@ -216,8 +211,7 @@ def main() -> None:
               f"{mean['oracle_fit_psnr']:.2f} | {np.mean([row['steps'] for row in mine]):.0f} | {early}/{len(mine)} | "
               f"{mean['seconds']:.0f} |")
     if args.json:
-        with open(args.json, 'w') as handle:
-            json.dump({'args': vars(args), 'rows': rows}, handle, indent=1)
+        write_text(args.json, json.dumps({'args': vars(args), 'rows': rows}, indent=1))
 
 
 if __name__ == '__main__':

@@ -331,9 +331,18 @@ class SyntheticBlurDataset(data.Dataset):
             raise IndexError(f'index: expected 0 <= index < {len(self)}, got {index}')
         rng = self._rng(index)
         path = self.paths[index % len(self.paths)]
+        stem, ext = os.path.splitext(path)
+        return self.draw(self._read(path), rng, f'{stem}_{index:06d}{ext}')
+
+    def draw(self, photo: np.ndarray, rng: np.random.Generator, name: str = '') -> dict:
+        """One item from ``photo`` (H, W, 3) float32 in [0, 1] with ``rng``: a ``gt_size`` crop (flipped / rotated per
+        the options), a field drawn from the options' field types, the blurry crop (blurred on a K // 2 margin, so its
+        borders are real blur), noise; ``name`` becomes ``lq_path`` / ``gt_path``. What :meth:`__getitem__` returns for
+        the photo and seed of an index; also for callers with their own photos (``benchmarks/bench_blind_deblur.py``).
+        """
         margin = self.kernel_size // 2
         padded_size = self.gt_size + 2 * margin
-        sharp = self._crop(self._read(path), padded_size, rng)
+        sharp = self._crop(photo, padded_size, rng)
         field_type = str(rng.choice(self.type_names, p=self.type_probs))
         arrays = synthesize_field(field_type, padded_size, padded_size, rng, self.kernel_size, self.representation,
                                   self.max_regions, int(self.opt.get('min_region_area', 400)), self.basis_grid,
@@ -344,8 +353,6 @@ class SyntheticBlurDataset(data.Dataset):
         blurry = degrade(blurry, rng, self.opt.get('noise_std'), self.opt.get('poisson_peak'))
         if gamma:
             blurry = blurry**(1.0 / float(gamma))
-        stem, ext = os.path.splitext(path)
-        name = f'{stem}_{index:06d}{ext}'
         inner = slice(margin, margin + self.gt_size)
         gt = sharp[inner, inner]
         labels = arrays['labels'][inner, inner]
