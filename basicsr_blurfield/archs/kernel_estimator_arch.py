@@ -197,8 +197,9 @@ class LatentKernelField(KernelField):
     def kernels(self) -> torch.Tensor:
         """(N, K*K, H, W): every pixel's kernel, decoded at the first access."""
         if self._kernels is None:
-            self._kernels, _ = self._estimator._decode_features(self._features, (self.height, self.width),
-                                                                self._sample, self._generator)
+            kernels, _ = self._estimator._decode_features(self._features, (self.height, self.width), self._sample,
+                                                          self._generator)
+            self._kernels = kernels.contiguous()  # decoded channels-last; the tap engines want one plane per tap
         return self._kernels
 
     def kernels_at(self, points: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ class KernelField(BlurField):
 
     Args:
         kernels (Tensor): (N, K*K, H, W) in gather orientation, tap ``i*K + j`` is offset ``(i - r, j - r)``;
-            non-negative, summing to 1 over dim 1. K odd, K <= H and K <= W.
+            non-negative, summing to 1 over dim 1. K odd, K <= H and K <= W. Kept contiguous (a copy if it is not).
         padding (str): boundary handling, one of ``'replicate'`` (default), ``'reflect'``, ``'zeros'``.
         check (bool): validate non-negativity and normalisation (a reduction over the field). Default: True.
 
@@ -64,7 +64,9 @@ class KernelField(BlurField):
         super().__init__(padding, num, height, width)
         if check:
             check_normalized('kernels', kernels, 1)
-        self.kernels = kernels
+        # the tap engines read one (H, W) plane per tap: a channels-last field (a network's decode) runs ~30x slower,
+        # so it is copied to the contiguous layout once here rather than strided through at every blur / adjoint
+        self.kernels = kernels.contiguous()
         self.kernel_size = size
 
     def tensors(self) -> Dict[str, Tensor]:

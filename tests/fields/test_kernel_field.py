@@ -237,6 +237,18 @@ def test_kernels_at_returns_the_kernels_of_the_requested_samples_and_pixels():
         assert torch.equal(got[p].flatten(), kernels[n, :, y, x])
 
 
+def test_a_channels_last_field_is_stored_contiguous_and_blurs_the_same():
+    kernels = random_kernels(1, 5, 9, 11, seed=4)
+    image = torch.rand(1, 3, 9, 11, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    strided = kernels.contiguous(memory_format=torch.channels_last)  # what an estimator's per-pixel decode returns
+    field = KernelField(strided)
+    assert not strided.is_contiguous() and field.kernels.is_contiguous()
+    assert torch.equal(field.kernels, kernels)
+    expected = per_pixel_blur(image, kernels.view(1, 5, 5, 9, 11), 'replicate')
+    assert torch.allclose(field.blur(image), expected, atol=1e-12)
+    assert torch.allclose(field.adjoint(image), KernelField(kernels).adjoint(image), atol=1e-12)
+
+
 def test_to_changes_dtype_and_keeps_padding():
     field = KernelField(random_kernels(1, 3, 4, 4), 'zeros').to(torch.float32)
     assert field.kernels.dtype == torch.float32 and field.padding == 'zeros'
