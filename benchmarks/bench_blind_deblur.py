@@ -7,7 +7,7 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/bench_blind_deblur.py --operator /tmp/bks_short_run \\
         [--iters 300] [--modes alternating joint] [--photos astronaut coffee chelsea] [--size 128] [--noise 0] \\
         [--warmup 100] [--kernel-iter 5] [--lr 5e-4] [--num-feat 32] [--num-levels 4] [--num-skip 16] \\
-        [--kernel-weight 1e-3] [--prior-weight 2e-3] [--patience 200] [--seed 0] [--json FILE]
+        [--kernel-weight 1e-3] [--prior-weight 2e-3] [--patience 200] [--seed 0] [--init-code none|mean] [--json FILE]
 
 ``--operator`` is the training benchmark's ``--out`` folder (``net_f.pth`` + ``options.yml``; ``net_g.pth`` too) or a
 ``net_f.pth`` with ``options.yml`` beside it. F is loaded as the CLI loads it (``restoration.estimators.load_network``,
@@ -17,6 +17,9 @@ area interpolation as F's training did; by default the scale is read off the tra
 kernel size, region and basis settings of ``options.yml``'s training dataset, basis representation, the blur computed
 on a margin of K // 2 so the borders are real blur), then Gaussian noise of std ``--noise`` and clipping to [0, 1].
 Case ``i`` comes from ``numpy.random.default_rng([seed, i])``; :func:`blind_deblur` runs with ``seed + i``.
+``--init-code mean`` starts the kernel prior at the kernel space's typical blur: the mean of G's codes (averaged over
+the code grid) over ``--init-pairs`` pairs drawn like the cases but from other seeds (``[seed, 1000 + j]``) and on
+every training photo in turn; it needs ``net_g.pth`` and nothing of the test cases.
 
 Every case runs :func:`blind_deblur` in each mode (``'alternating'``: Algorithm 1, Charbonnier data term;
 ``'joint'``: the released code's joint updates with 1 - SSIM) with ``--iters`` outer steps; the deep image prior is
@@ -117,6 +120,18 @@ def make_case(photo: np.ndarray, data_opt: dict, size: int, noise: float, rng: n
     return {'sharp': item['gt'][None].float(), 'blurry': item['lq'][None].float(), 'field': item['field_type']}
 
 
+def mean_code(extractor, data_opt: dict, scale: int, size: int, count: int, seed: int) -> torch.Tensor:
+    """(1, D, 1, 1): the mean of ``G(x, y)`` over ``count`` training-like pairs and over the code grid."""
+    names = [os.path.splitext(os.path.basename(path))[0] for path in bundled_photo_paths()]
+    codes = []
+    for index in range(count):
+        case = make_case(load_photo(names[index % len(names)], scale), data_opt, size, 0.0,
+                         np.random.default_rng([seed, 1000 + index]))
+        with torch.no_grad():
+            codes.append(extractor(case['sharp'], case['blurry']).mean((2, 3), keepdim=True))
+    return torch.cat(codes).mean(0, keepdim=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--operator', required=True, help="the training benchmark's --out folder, or a net_f.pth")
@@ -136,6 +151,9 @@ def main() -> None:
     parser.add_argument('--prior-weight', type=float, default=2e-3)
     parser.add_argument('--patience', type=int, default=200)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--init-code', choices=('none', 'mean'), default='none',
+                        help="start G^k at the mean training code (needs net_g.pth) or as initialised (default)")
+    parser.add_argument('--init-pairs', type=int, default=16, help='pairs averaged by --init-code mean')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--json', default=None, help='also write the raw figures to this file')
     args = parser.parse_args()
@@ -147,6 +165,11 @@ def main() -> None:
     scale = args.photo_scale or photo_scale(data_opt.get('dataroot_gt'))
     _, operator = load_network(net_f)
     extractor = load_extractor(net_g, opt['network_g']) if net_g else None
+    init_code = None
+    if args.init_code == 'mean':
+        if extractor is None:
+            raise SystemExit(f'error: --init-code mean needs net_g.pth beside {net_f}')
+        init_code = mean_code(extractor, data_opt, scale, args.size, args.init_pairs, args.seed)
     print(f'F: {net_f} ({sum(p.numel() for p in operator.parameters()):,} parameters); field types '
           f"{data_opt.get('field_types')}, K={data_opt.get('kernel_size')}, photos reduced {scale}x, "
           f'{args.size}x{args.size}, noise {args.noise}; image prior {args.num_feat} x {args.num_levels} levels, '
@@ -169,6 +192,7 @@ def main() -> None:
                 num_iter=args.iters,
                 kernel_iter=args.kernel_iter,
                 warmup_iter=args.warmup,
+                init_code=init_code,
                 lr=args.lr,
                 kernel_weight=args.kernel_weight,
                 prior_weight=args.prior_weight,

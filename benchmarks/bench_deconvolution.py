@@ -7,6 +7,7 @@ Usage::
     python benchmarks/bench_deconvolution.py --quick            # 2 photos at 96x96, no 720p (smoke run)
     python benchmarks/bench_deconvolution.py --no-720p --fields basis  # the region-wise basis fields alone
     python benchmarks/bench_deconvolution.py --estimator KE.pth # adds rows with fields estimated by a checkpoint
+    python benchmarks/bench_deconvolution.py --no-720p --estimator ufpnet-ke-cues-reference basis-kernels-reference
 
 Bundled photos (scikit-image: astronaut, coffee, chelsea, rocket; resized with area interpolation) are blurred by
 generated ground-truth fields, one per photo and type, seeded: ``basis`` (region-wise field of Carbajal et al. §3.3,
@@ -23,7 +24,8 @@ every image with its mean time over RL-TV's. The issue's target is at most a thi
 circulant preconditioner and with the default one (``precondition=True``: the mixture preconditioner on basis fields,
 the circulant one on the others, whose runs are then shared).
 The 720p rows are one timed run each on the astronaut photo with the ``basis`` field, budgets tried up to the first
-that reaches the reference.
+that reaches the reference; with ``--estimator`` the same run follows with the first estimator's field.
+Several ``--estimator`` (checkpoints or reference-model names) give one table each, on the same blurry images.
 """
 import argparse
 import time
@@ -190,7 +192,8 @@ def main() -> None:
     global REPEAT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='2 photos at 96x96, no 720p')
-    parser.add_argument('--estimator', default=None, help='checkpoint of a field estimator (adds estimated rows)')
+    parser.add_argument('--estimator', nargs='+', default=(),
+                        help='checkpoints or reference-model names of field estimators (a table of estimated rows each)')
     parser.add_argument('--threads', type=int, default=1, help='intra-op threads (default 1)')
     parser.add_argument('--no-720p', action='store_true', help='skip the 720p run')
     parser.add_argument('--only-720p', action='store_true', help='only the 720p run')
@@ -199,35 +202,40 @@ def main() -> None:
     args = parser.parse_args()
     REPEAT = max(1, args.repeat)
     torch.set_num_threads(args.threads)
-    estimator = None
+    estimators = {}
     if args.estimator:
         import basicsr_blurfield  # noqa: F401  (registers the archs)
         from basicsr_blurfield.restoration.estimators import ESTIMATOR_KINDS, load_network
 
-        kind, estimator = load_network(args.estimator)
-        if kind not in ESTIMATOR_KINDS:
-            raise SystemExit(f'error: --estimator {args.estimator}: a {kind} is no field estimator')
+        for name in args.estimator:
+            kind, estimators[name] = load_network(name)
+            if kind not in ESTIMATOR_KINDS:
+                raise SystemExit(f'error: --estimator {name}: a {kind} is no field estimator')
     size = 96 if args.quick else 256
     photos = PHOTOS[:2] if args.quick else PHOTOS
-    truth, estimated = {}, {}
+    truth, estimated = {}, {name: {} for name in estimators}
     for kind in () if args.only_720p else args.fields:
         for index, name in enumerate(photos):
             sharp = photo(name, size, size)
             field = make_field(kind, size, size, seed=100 * FIELDS.index(kind) + index)
             truth.setdefault(kind, []).append(run_case(sharp, field, None, seed=index))
-            if estimator is not None:
-                estimated.setdefault(kind, []).append(run_case(sharp, field, estimator, seed=index))
+            for checkpoint, estimator in estimators.items():
+                estimated[checkpoint].setdefault(kind, []).append(run_case(sharp, field, estimator, seed=index))
             print(f'{kind} {name}: done', flush=True)
     if truth:
         print_table(f'{size}x{size}, ground-truth fields (mean over {len(photos)} photos)', truth)
-    if estimated:
-        print_table(f'{size}x{size}, fields estimated by {args.estimator}', estimated)
+    for name, rows in estimated.items():
+        if rows:
+            print_table(f'{size}x{size}, fields estimated by {name}', rows)
     if not (args.quick or args.no_720p):
         sharp = photo('astronaut', 720, 1280)
         field = make_field('basis', 720, 1280, seed=7)
         REPEAT = 1
         case = run_case(sharp, field, None, seed=0, every_budget=False)
         print_table('1280x720 (astronaut, basis field, one timed run each)', {'basis': [case]})
+        for name, estimator in list(estimators.items())[:1]:
+            case = run_case(sharp, field, estimator, seed=0, every_budget=False)
+            print_table(f'1280x720 (astronaut, basis field), field estimated by {name}', {'basis': [case]})
 
 
 if __name__ == '__main__':

@@ -236,6 +236,7 @@ def blind_deblur(blurry: torch.Tensor,
                  kernel_iter: int = 5,
                  reinit_kernel: bool = False,
                  warmup_iter: int = 100,
+                 init_code: Optional[torch.Tensor] = None,
                  lr: float = 5e-4,
                  kernel_weight: float = 1e-3,
                  prior_weight: float = 2e-3,
@@ -265,6 +266,11 @@ def blind_deblur(blurry: torch.Tensor,
         reinit_kernel (bool): re-sample z_k and re-initialise G^k before every code loop, as Algorithm 1 writes it
             (``'alternating'``). Default: False (warm start).
         warmup_iter (int): steps fitting G^x to the blurry image first. Default: 100.
+        init_code (Tensor, optional): (1, D, 1, 1) or (1, D, h, w) on the code grid: a code G^k is fitted to (mean
+            squared error) during the same warm-up steps, e.g. the mean code of training pairs (a typical blur of the
+            kernel space), so that the image steps start against real blur instead of G^k's random output (near the
+            code 0; the blurry image itself then fits almost exactly, the trivial solution x = y). Ours, not in the
+            paper. With ``reinit_kernel`` only the first G^k starts there. Default: None (G^k as initialised).
         lr (float): Adam learning rate of both generators (decayed by 0.7 every 1000 steps). Default: 5e-4.
         kernel_weight (float): lambda of eq. (6), on the code's root-mean-square. Default: 1e-3.
         prior_weight (float): gamma of eq. (6), on the hyper-Laplacian prior. Default: 2e-3.
@@ -288,7 +294,8 @@ def blind_deblur(blurry: torch.Tensor,
         BlindDeblurResult: the image (1, C, H, W) in [0, 1], the code, the reblurred image and the loss history.
 
     Raises:
-        ValueError / TypeError: a batch of images, an unknown mode, or an operator that is not a blur operator family.
+        ValueError / TypeError: a batch of images, an unknown mode, an operator that is not a blur operator family,
+            or an ``init_code`` that does not fit the code grid.
     """
     from tqdm import tqdm
 
@@ -301,6 +308,13 @@ def blind_deblur(blurry: torch.Tensor,
     # the deepest level gets at least 2 x 2 pixels (its reflect padding needs them)
     padded = tuple(max(math.ceil(size / multiple), 2) * multiple for size in (height, width))
     code_grid = tuple(operator.code_size(height, width))
+    if init_code is not None:
+        expected = [(1, operator.code_channels, 1, 1), (1, operator.code_channels) + code_grid]
+        if not isinstance(init_code, torch.Tensor) or tuple(init_code.shape) not in expected:
+            shape = tuple(init_code.shape) if isinstance(init_code, torch.Tensor) else type(init_code).__name__
+            raise ValueError(f'init_code: expected a code of shape {expected[0]} or {expected[1]} (this image\'s code '
+                             f'grid), got {shape}')
+        init_code = init_code.detach().to(device, dtype).expand((1, operator.code_channels) + code_grid)
     generator = torch.Generator().manual_seed(int(seed))
     noise_x = torch.randn((1, noise_channels) + padded, generator=generator).to(device, dtype)
 
@@ -332,10 +346,15 @@ def blind_deblur(blurry: torch.Tensor,
         image=blurry, code=blurry.new_zeros((1, operator.code_channels) + code_grid), reblurred=blurry)
     try:
         image_opt, image_sched = adam(image_prior)
+        code_opt, code_sched = adam(code_prior)
         for _ in range(int(warmup_iter)):
             image_opt.zero_grad()
             (image() - blurry).square().mean().backward()
             image_opt.step()
+            if init_code is not None:
+                code_opt.zero_grad()
+                (code_prior(noise_k) - init_code).square().mean().backward()
+                code_opt.step()
         image_opt, image_sched = adam(image_prior)
         code_opt, code_sched = adam(code_prior)
         best, since_best = math.inf, 0
