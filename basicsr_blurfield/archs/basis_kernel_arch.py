@@ -7,6 +7,9 @@ A shared U-Net encoder feeds two decoders (Fig. 1 of the paper):
 - the *mixing head* is a U-Net decoder back to full resolution giving B maps m^b, normalised by a softmax over B at
   every pixel. The per-pixel kernel is then a convex combination and conserves energy (§3.1).
 The input is linearised as ``x ** 2.2 - 0.5`` before the first convolution, as in the authors' released code.
+With ``input_cues='autocorrelation'`` (an option of ours, not in the paper or the released network) the input
+convolution also reads :class:`~basicsr_blurfield.archs.blur_cues.DerivativeAutocorrelation` of the image (177
+channels by default), computed from the image as given (in [0, 1], before the linearisation) and concatenated after it.
 The output is a :class:`~basicsr_blurfield.fields.BasisField` in gather (correlation) form.
 
 Sizes that are not multiples of ``2**L`` (L encoder stages), ``size_handling``:
@@ -22,6 +25,7 @@ Basis Decomposition", eq. (2), §3.1. Written from the paper and the published l
 79,829,298 parameters including the unused grey-input convolution); :func:`remap_official_keys` loads its weights.
 """
 import re
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +33,8 @@ from torch import nn
 
 from basicsr.utils.registry import ARCH_REGISTRY
 from basicsr_blurfield.archs.arch_util import crop_to, pad_to_multiple
+from basicsr_blurfield.archs.blur_cues import DerivativeAutocorrelation
+from basicsr_blurfield.archs.kernel_estimator_arch import INPUT_CUES
 from basicsr_blurfield.fields import BasisField
 
 __all__ = ['BasisKernelNet', 'SIZE_HANDLING', 'remap_official_keys']
@@ -94,6 +100,10 @@ class BasisKernelNet(nn.Module):
         padding (str): boundary mode of the returned field ('replicate', 'reflect' or 'zeros'). Default: 'replicate'.
         size_handling (str): ``'official'`` (the released function at every size; H, W >= 2**L) or ``'pad_crop'``
             (pad to a multiple of 2**L, crop back; any size). See the module docstring. Default: 'official'.
+        input_cues (str | None): None (the published network) or ``'autocorrelation'``: each input convolution
+            also reads the derivative autocorrelation cues of the image (C + ``cues.channels`` input channels; the
+            cue module is the submodule ``cues``, whose ``cues.lag_table`` buffer marks such a checkpoint). An option
+            of ours, not published. Default: None.
 
     Shape:
         x (N, C, H, W) in [0, 1], C in ``in_channels``, H, W >= K (the field's own limit) -> BasisField with basis
@@ -109,10 +119,13 @@ class BasisKernelNet(nn.Module):
                  in_channels: tuple = (3, 1),
                  linearize: bool = True,
                  padding: str = 'replicate',
-                 size_handling: str = 'official'):
+                 size_handling: str = 'official',
+                 input_cues: Optional[str] = None):
         super().__init__()
         if size_handling not in SIZE_HANDLING:
             raise ValueError(f'size_handling: expected one of {SIZE_HANDLING}, got {size_handling!r}')
+        if input_cues not in INPUT_CUES:
+            raise ValueError(f'input_cues: expected one of {INPUT_CUES}, got {input_cues!r}')
         enc_channels, kernel_channels, in_channels = tuple(enc_channels), tuple(kernel_channels), tuple(in_channels)
         levels = len(enc_channels)
         if levels < 1 or len(kernel_channels) != levels:
@@ -128,7 +141,9 @@ class BasisKernelNet(nn.Module):
         self.in_channels, self.linearize, self.padding = in_channels, linearize, padding
         self.size_handling = size_handling
 
-        self.conv_in = nn.ModuleList(nn.Sequential(*_conv_act(c, num_feat)) for c in in_channels)
+        self.cues = DerivativeAutocorrelation() if input_cues == 'autocorrelation' else None  # None: published keys
+        cue_channels = 0 if self.cues is None else self.cues.channels
+        self.conv_in = nn.ModuleList(nn.Sequential(*_conv_act(c + cue_channels, num_feat)) for c in in_channels)
         widths = (num_feat, ) + enc_channels
         self.encoder = nn.ModuleList(_DownStage(widths[i], widths[i + 1]) for i in range(levels))
         self.bottleneck = nn.Sequential(*_conv_act(enc_channels[-1], enc_channels[-1]))
@@ -152,15 +167,19 @@ class BasisKernelNet(nn.Module):
         if x.dim() != 4 or x.shape[1] not in self.in_channels:
             raise ValueError(f'BasisKernelNet: expected (N, C, H, W) with C in {self.in_channels}, '
                              f'got {tuple(x.shape)}')
+        branch = self.conv_in[self.in_channels.index(x.shape[1])]
+        cues = None if self.cues is None else self.cues(x)  # from the image in [0, 1], before the linearisation
         if self.linearize:
             x = x.clamp_min(0)**2.2 - 0.5
+        if cues is not None:
+            x = torch.cat([x, cues], 1)
         size = tuple(x.shape[2:])
         if self.size_handling == 'pad_crop':
             x, size = pad_to_multiple(x, self.multiple)
         elif min(size) < self.multiple:
             raise ValueError(f'BasisKernelNet: size_handling=\'official\' needs H, W >= {self.multiple} (2**L for '
                              f'{len(self.encoder)} max-pools), got {size}; use size_handling=\'pad_crop\'')
-        feat = self.conv_in[self.in_channels.index(x.shape[1])](x)
+        feat = branch(x)
         skips = []
         for stage in self.encoder:
             skip, feat = stage(feat)

@@ -97,6 +97,7 @@ def _basis_estimator(state: dict) -> Tuple[dict, dict]:
         state = remap_official_keys(state)
     levels = _count(state, r'encoder\.\d+\.body\.0\.weight')
     inputs = _count(state, r'conv_in\.\d+\.0\.weight')
+    cue_channels = state['cues.lag_table'].shape[0] + 1 if 'cues.lag_table' in state else 0
     options = dict(
         type='BasisKernelNet',
         num_basis=state['mixing_out.4.weight'].shape[0],
@@ -104,7 +105,9 @@ def _basis_estimator(state: dict) -> Tuple[dict, dict]:
         num_feat=state['conv_in.0.0.weight'].shape[0],
         enc_channels=tuple(state[f'encoder.{i}.body.0.weight'].shape[0] for i in range(levels)),
         kernel_channels=tuple(state[f'kernel_decoder.{i}.fuse.0.weight'].shape[0] for i in range(levels)),
-        in_channels=tuple(state[f'conv_in.{j}.0.weight'].shape[1] for j in range(inputs)))
+        in_channels=tuple(state[f'conv_in.{j}.0.weight'].shape[1] - cue_channels for j in range(inputs)))
+    if cue_channels:
+        options['input_cues'] = 'autocorrelation'
     return options, state
 
 

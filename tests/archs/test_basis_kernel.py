@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from basicsr.archs import build_network
 from basicsr_blurfield.archs.basis_kernel_arch import BasisKernelNet, remap_official_keys
@@ -174,3 +175,97 @@ def test_size_handling_choices_and_the_official_minimum_size_are_explained():
     with pytest.raises(ValueError, match=r"needs H, W >= 8 .* got \(12, 7\); use size_handling='pad_crop'"):
         tiny_net(kernel_size=9).eval()(torch.rand(1, 3, 12, 7))
     assert tiny_net(kernel_size=9, size_handling='pad_crop').eval()(torch.rand(1, 3, 12, 9)).mixing.shape[-1] == 9
+
+
+CUE_OPT = """
+type: BasisKernelNet
+num_basis: 4
+kernel_size: 9
+num_feat: 8
+enc_channels: [8, 12, 16]
+kernel_channels: [12, 8, 8]
+input_cues: autocorrelation
+"""
+
+
+def cue_net(**kwargs):
+    torch.manual_seed(0)
+    return build_network({**yaml.safe_load(CUE_OPT), **kwargs})
+
+
+@pytest.mark.parametrize('channels', [3, 1])
+def test_cue_network_from_yaml_reads_177_more_channels_and_gives_a_normalised_basis_field(channels):
+    net = cue_net().eval()
+    assert isinstance(net, BasisKernelNet) and net.cues.channels == 177
+    assert 'cues.lag_table' in net.state_dict() and net.state_dict()['cues.lag_table'].shape == (176, 2)
+    assert net.conv_in[0][0].in_channels == 3 + 177 and net.conv_in[1][0].in_channels == 1 + 177
+    x = torch.rand(2, channels, 19, 27, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        field = net(x)
+    assert isinstance(field, BasisField)
+    assert field.basis.shape == (2, 4, 9, 9) and field.mixing.shape == (2, 4, 19, 27)
+    assert torch.allclose(field.basis.sum((2, 3)), torch.ones(2, 4), atol=1e-5)
+    assert torch.allclose(field.mixing.sum(1), torch.ones(2, 19, 27), atol=1e-5)
+    assert (field.basis >= 0).all() and (field.mixing >= 0).all()
+    padded = cue_net(size_handling='pad_crop').eval()
+    with torch.no_grad():
+        assert padded(x).mixing.shape == (2, 4, 19, 27)
+
+
+def test_cues_come_from_the_image_before_the_linearisation_and_follow_it():
+    net = cue_net().eval()
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        net.conv_in[0][0].weight[:, :3] = 0  # the cues alone: they ignore a brightness offset of the image in [0, 1]
+        cue_only = net(0.5 * x).mixing
+        assert torch.allclose(net(0.5 * x + 0.2).mixing, cue_only, atol=1e-5)
+        other = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(3))
+        assert not torch.allclose(net(other).mixing, cue_only, atol=1e-4)
+        net.conv_in[0][0].weight[:, 3:] = 0  # the image alone: the cue channels come after the linearised image
+        plain = tiny_net().eval()
+        fresh = ('cues.', 'conv_in.0.0.weight', 'conv_in.1.0.weight')  # what the two networks do not share
+        shared = {key: value for key, value in net.state_dict().items() if not key.startswith(fresh)}
+        plain.load_state_dict({**plain.state_dict(), **shared})
+        plain.conv_in[0][0].weight.copy_(net.conv_in[0][0].weight[:, :3])
+        assert torch.allclose(net(x).mixing, plain(x).mixing, atol=1e-6)
+
+
+def test_cue_network_gives_every_parameter_a_gradient():
+    net = cue_net(in_channels=[3])
+    field = net(torch.rand(1, 3, 16, 16))
+    (field.blur(torch.rand(1, 3, 16, 16)).square().mean() + field.dense().kernels.square().mean()).backward()
+    assert not [name for name, param in net.named_parameters() if param.grad is None or param.grad.abs().sum() == 0]
+
+
+def test_default_network_has_no_cue_keys_and_differs_from_the_cue_network_only_at_the_input():
+    plain, cues = tiny_net(), cue_net()
+    assert plain.cues is None and not [key for key in plain.state_dict() if key.startswith('cues.')]
+    plain_shapes = {key: tuple(value.shape) for key, value in plain.state_dict().items()}
+    cue_shapes = {key: tuple(value.shape) for key, value in cues.state_dict().items()}
+    assert set(cue_shapes) - set(plain_shapes) == {'cues.lag_table'}
+    assert {key for key in plain_shapes if plain_shapes[key] != cue_shapes[key]} == {
+        'conv_in.0.0.weight', 'conv_in.1.0.weight'
+    }
+    assert plain_shapes['conv_in.0.0.weight'] == (8, 3, 3, 3) and cue_shapes['conv_in.0.0.weight'] == (8, 180, 3, 3)
+
+
+def test_cue_network_reloads_from_its_weights_through_the_loader(tmp_path):
+    from basicsr_blurfield.restoration.estimators import _basis_estimator, load_network, network_from_checkpoint
+    net = cue_net().eval()
+    options, _ = _basis_estimator(net.state_dict())
+    assert options['input_cues'] == 'autocorrelation' and options['in_channels'] == (3, 1)
+    assert 'input_cues' not in _basis_estimator(tiny_net().state_dict())[0]
+    torch.save({'params': net.state_dict()}, tmp_path / 'basis_cues.pth')
+    kind, loaded = load_network(str(tmp_path / 'basis_cues.pth'))
+    assert kind == 'BasisKernelNet' and loaded.cues is not None and not loaded.training
+    x, grey = torch.rand(1, 3, 20, 24), torch.rand(1, 1, 20, 24)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).mixing, net(x).mixing) and torch.equal(loaded(x).basis, net(x).basis)
+        assert torch.equal(loaded(grey).mixing, net(grey).mixing)
+        kind, again = network_from_checkpoint({'params_ema': net.state_dict()}, 'in memory')
+        assert kind == 'BasisKernelNet' and torch.equal(again(x).mixing, net(x).mixing)
+
+
+def test_unknown_input_cues_are_rejected_with_the_valid_choices():
+    with pytest.raises(ValueError, match=r"input_cues: expected one of \(None, 'autocorrelation'\), got 'edges'"):
+        cue_net(input_cues='edges')

@@ -17,8 +17,13 @@ TINY = {
     'estimation_ufpnet_ke.yml': {'kernel_size': 5, 'num_feat': 4, 'flow_num_block': 2, 'flow_hidden_size': 8},
     'estimation_ufpnet_ke_stage2.yml': {'kernel_size': 5, 'num_feat': 4, 'flow_num_block': 2, 'flow_hidden_size': 8},
     'estimation_ufpnet_ke_stage3.yml': {'kernel_size': 5, 'num_feat': 4, 'flow_num_block': 2, 'flow_hidden_size': 8},
+    'estimation_ufpnet_ke_cues.yml': {'kernel_size': 5, 'num_feat': 4, 'flow_num_block': 2, 'flow_hidden_size': 8},
+    'estimation_ufpnet_ke_cues_long.yml': {'kernel_size': 5, 'num_feat': 4, 'flow_num_block': 2,
+                                           'flow_hidden_size': 8},
     'estimation_basis_kernels.yml': {'num_basis': 4, 'kernel_size': 9, 'num_feat': 8, 'enc_channels': [8, 8, 8],
                                      'kernel_channels': [8, 8, 8]},
+    'estimation_basis_kernels_cues.yml': {'num_basis': 4, 'kernel_size': 9, 'num_feat': 8, 'enc_channels': [8, 8, 8],
+                                          'kernel_channels': [8, 8, 8]},
 }
 
 
