@@ -1,7 +1,8 @@
 """Reference blur-field estimators shipped with the package, loadable by name (model cards: ``docs/estimation.md``).
 
 A name such as ``ufpnet-ke-reference`` (UFPNet stage-II kernel estimator, Fang et al. eq. (4)-(6), K = 19),
-``ufpnet-ke-cues-reference`` (the same network reading blur cues, ``input_cues='autocorrelation'``) or
+``ufpnet-ke-cues-reference`` (the same network reading blur cues, ``input_cues='autocorrelation'``),
+``ufpnet-ke-cues-long-reference`` (that one trained 3000 steps longer: the best estimator shipped) or
 ``basis-kernels-reference`` (basis-kernel network, Carbajal et al. eq. (2)) resolves to a small ``.pth`` under
 ``basicsr_blurfield/reference_models/``. Each file is a BasicSR-layout checkpoint (weights under ``params``) that
 also carries ``kind`` (``ufpnet`` | ``basis`` | ``offsets``), the ``network_g`` options that build it, and ``meta``
@@ -28,6 +29,7 @@ REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'refere
 REFERENCE_MODELS = {
     'ufpnet-ke-reference': 'ufpnet_ke_reference.pth',
     'ufpnet-ke-cues-reference': 'ufpnet_ke_cues_reference.pth',
+    'ufpnet-ke-cues-long-reference': 'ufpnet_ke_cues_long_reference.pth',
     'basis-kernels-reference': 'basis_kernels_reference.pth',
 }
 NETWORK_OF_KIND = {'ufpnet': 'FlowKernelEstimator', 'basis': 'BasisKernelNet', 'offsets': 'MotionOffsetNet'}
