@@ -141,6 +141,25 @@ def uniform_transfer(model,
     }
 
 
+def code_swap(model, dataset) -> dict:
+    """Whether F reads its code: on the validation pairs, mean PSNR(F(x, G(x, y)), y) with each pair's own code and
+    with the code of the next pair (a different blur), and the mean |F(x, k_own) - F(x, k_other)|. An F whose code
+    path has died (e.g. a ReLU that never fires) gives the same PSNR both ways and a difference of 0."""
+    pairs = [dataset[i] for i in range(len(dataset))]
+    with torch.no_grad():
+        codes = [model.net_g(item['gt'][None], item['lq'][None]) for item in pairs]
+        own, other, change = [], [], []
+        for index, item in enumerate(pairs):
+            sharp, blurry = item['gt'][None], item['lq'][None]
+            mine = model.net_f(sharp, codes[index])
+            swapped = model.net_f(sharp, codes[(index + 1) % len(pairs)])
+            own.append(reblur_psnr(mine, blurry))
+            other.append(reblur_psnr(swapped, blurry))
+            change.append(float((mine - swapped).abs().mean()))
+    return {'own_code_psnr': float(np.mean(own)), 'swapped_code_psnr': float(np.mean(other)),
+            'code_swap_change': float(np.mean(change))}
+
+
 def _photos(scale: int) -> list:
     import cv2
 
@@ -194,6 +213,7 @@ def main() -> None:
     figures['l_pix_first_100'], figures['l_pix_last_100'] = float(np.mean(losses[:100])), float(np.mean(losses[-100:]))
     figures['after'] = validation_figures(model, val_set)
     figures.update(uniform_transfer(model, args.size, args.kernel_size, args.photo_scale))
+    figures.update(code_swap(model, val_set))
     model.save_network(model.net_g, 'net_g', -1)
     model.save_network(model.net_f, 'net_f', -1)
     for role in ('g', 'f'):
