@@ -29,9 +29,9 @@ gain, the data fit PSNR(F(result, code), blurry), the oracle fit PSNR(F(sharp, G
 can explain of this blur when the sharp image is known; needs ``net_g.pth``), steps, whether the early stop ended the
 run, and the wall time of the :func:`blind_deblur` call (one intra-op thread by default).
 
-Measured (shared 2-core VM, 1 thread), F from ``bench_blur_kernel_space_training.py`` at its defaults (331 s of
-training; reblur 28.64 dB vs identity 27.32), this script at its defaults (460 s wall): the blurry input 25.30 dB mean,
-alternating 25.09 (-0.21; data fit 38.80 dB), joint 23.45 (-1.85; data fit 30.53), about 92 / 59 s per case. The
+Measured (shared 2-core VM, 1 thread), F from ``bench_blur_kernel_space_training.py`` at its earlier defaults
+(1600 iterations, lr 1.5e-3; 331 s of training; reblur 28.64 dB vs identity 27.32), this script at its defaults
+(460 s wall): the blurry input 25.30 dB mean, alternating 25.09 (-0.21; data fit 38.80 dB), joint 23.45 (-1.85; data fit 30.53), about 92 / 59 s per case. The
 oracle fit is only 26.56 dB, against data fits of 30-40 dB: the short F reproduces y from a blurry x (near identity)
 better than from the sharp one, so the optimum is the blurry image itself; no gain over the input at this F. Tables:
 benchmarks/README.md, section "Blind deblurring with a short-trained F". That F, trained at lr 1.5e-3, may ignore

@@ -193,7 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='2 photos at 96x96, no 720p')
     parser.add_argument('--estimator', nargs='+', default=(),
-                        help='checkpoints or reference-model names of field estimators (a table of estimated rows each)')
+                        help='checkpoints or reference-model names of field estimators (one table of rows each)')
     parser.add_argument('--threads', type=int, default=1, help='intra-op threads (default 1)')
     parser.add_argument('--no-720p', action='store_true', help='skip the 720p run')
     parser.add_argument('--only-720p', action='store_true', help='only the 720p run')
