@@ -32,7 +32,9 @@ mean of its ground-truth kernels) and ``best_single_kernel_oracle`` (per image, 
 Outputs: a JSON (``--json``), a Markdown table (``--markdown``, also printed) and a PNG grid of estimated vs true
 fields (``--png``). Written through :mod:`basicsr_blurfield.atomic`. ``--clock`` adds the kernel shapes on the real
 motion-blurred ``clock_motion.png`` of scikit-image (:func:`clock_motion_report`: principal axis of each kernel's
-second moments inside the clock and in the flat background).
+second moments inside the clock and in the flat background). ``--smooth-sigma S`` scores the estimator's fields
+averaged over neighbouring pixels and ``--tta T`` over T flips / transposes of the input
+(:class:`~basicsr_blurfield.reference_models.AveragedEstimator`).
 """
 import argparse
 import importlib.util
@@ -420,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help='write estimated vs true fields (first image of each noise-free subset)')
     parser.add_argument('--clock', action='store_true',
                         help="also measure the estimator's kernels on scikit-image's clock_motion.png")
+    parser.add_argument('--smooth-sigma', type=float, default=0.0,
+                        help='spatial Gaussian (pixels) averaging the estimated kernels over neighbours (0: off, '
+                        'default; 16 measured best on the estimation benchmark, docs/estimation.md)')
+    parser.add_argument('--tta', type=int, default=1, choices=(1, 2, 4, 8),
+                        help='average the estimated field over 1, 2, 4 or 8 flips / transposes of the input (1: off, '
+                        'default; T costs T network passes)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     return parser
 
@@ -431,14 +439,17 @@ def main(argv=None) -> int:
         return 2
     estimate, name = None, None
     if not args.baselines_only:
-        from basicsr_blurfield.reference_models import load_estimator
+        from basicsr_blurfield.reference_models import averaged_estimator, load_estimator
 
         try:
             net, kind = load_estimator(args.estimator, kind=args.kind, opt_path=args.opt)
+            estimate = averaged_estimator(net, args.tta, args.smooth_sigma)
         except (FileNotFoundError, KeyError, ValueError) as error:
             print(f'error: {error}', file=sys.stderr)
             return 2
-        estimate, name = net, f'{os.path.basename(args.estimator)} ({kind})'
+        averaging = (f', {args.tta} transforms' if args.tta > 1 else '') + (
+            f', smoothed sigma {args.smooth_sigma:g}' if args.smooth_sigma else '')
+        name = f'{os.path.basename(args.estimator)} ({kind}{averaging})'
     try:
         report = run_benchmark(estimate, name or 'estimator', args.data, args.count, args.size, args.subsets,
                                args.png, not args.quiet)

@@ -11,6 +11,8 @@ also carries ``kind`` (``ufpnet`` | ``basis`` | ``offsets``), the ``network_g`` 
     net, kind = load_estimator('ufpnet-ke-reference')   # or a path to any of our / the published checkpoints
     field = net(blurry)                                 # (N, 3, H, W) -> KernelField / BasisField / OffsetField
 
+:class:`AveragedEstimator` wraps any estimator so that its field is averaged over flipped / transposed inputs and over
+neighbouring pixels (the scripts' ``--tta`` and ``--smooth-sigma``): our option, off by default.
 :func:`export_reference` writes such a file from a training checkpoint and its options. Loading goes through the one
 checkpoint loader, :func:`basicsr_blurfield.restoration.estimators.load_network`.
 """
@@ -21,8 +23,10 @@ import torch
 import yaml
 from torch import nn
 
-__all__ = ['KINDS', 'NETWORK_OF_KIND', 'REFERENCE_MODELS', 'export_reference', 'load_estimator', 'reference_model_path',
-           'resolve_checkpoint']
+__all__ = [
+    'AveragedEstimator', 'KINDS', 'NETWORK_OF_KIND', 'REFERENCE_MODELS', 'TRANSFORM_COUNTS', 'averaged_estimator',
+    'export_reference', 'load_estimator', 'reference_model_path', 'resolve_checkpoint'
+]
 
 KINDS = ('ufpnet', 'basis', 'offsets')
 REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'reference_models')
@@ -93,6 +97,63 @@ def load_estimator(name_or_path: str, kind: Optional[str] = None, opt_path: Opti
         wanted = NETWORK_OF_KIND[kind] if kind else f'one of {sorted(NETWORK_OF_KIND.values())}'
         raise ValueError(f'{name_or_path}: holds a {network}; expected {wanted} (kind {kind or KINDS})')
     return net, found
+
+
+TRANSFORM_COUNTS = (1, 2, 4, 8)
+# (transpose, horizontal flip, vertical flip) of the input, in the order a count of 1, 2, 4 or 8 takes them
+_TRANSFORMS = ((False, False, False), (False, True, False), (False, False, True), (False, True, True),
+               (True, False, False), (True, True, False), (True, False, True), (True, True, True))
+
+
+class AveragedEstimator(nn.Module):
+    """An estimator whose per-pixel field is averaged over mirrored / transposed inputs and over neighbouring pixels.
+
+    With ``transforms`` T, the network estimates the field of each of the first T of: the image, its horizontal,
+    vertical and double flip, and the same four of its transpose; each field is mapped back to the image's frame
+    (:meth:`~basicsr_blurfield.fields.KernelField.flipped`, :meth:`~basicsr_blurfield.fields.KernelField.transposed`)
+    and the T kernel fields are averaged (test-time augmentation; the training options flip and rotate their crops,
+    so the network's errors differ between the transforms while the true field maps exactly). Then, with
+    ``smooth_sigma`` > 0, :meth:`~basicsr_blurfield.fields.KernelField.smoothed`. Ours, not in the papers; measured in
+    docs/estimation.md. The result is a normalised :class:`~basicsr_blurfield.fields.KernelField`.
+
+    Args:
+        estimator (nn.Module): maps (N, 3, H, W) to any blur field.
+        transforms (int): 1, 2, 4 or 8 (T network passes). Default: 1.
+        smooth_sigma (float): spatial Gaussian in pixels, >= 0 (0: none). Default: 0.
+
+    Shape:
+        (N, 3, H, W) -> KernelField of the estimator's kernel size.
+    """
+
+    def __init__(self, estimator: nn.Module, transforms: int = 1, smooth_sigma: float = 0.0):
+        super().__init__()
+        if transforms not in TRANSFORM_COUNTS or isinstance(transforms, bool):
+            raise ValueError(f'transforms: expected one of {TRANSFORM_COUNTS} (test-time flips / transposes), got '
+                             f'{transforms!r}')
+        if not isinstance(smooth_sigma, (int, float)) or not 0 <= smooth_sigma < float('inf'):
+            raise ValueError(f'smooth sigma: expected a finite number of pixels >= 0 (0: off), got {smooth_sigma!r}')
+        self.estimator, self.transforms, self.smooth_sigma = estimator, transforms, float(smooth_sigma)
+
+    def forward(self, lq: torch.Tensor):
+        from basicsr_blurfield.fields import KernelField
+
+        total = None
+        for transpose, horizontal, vertical in _TRANSFORMS[:self.transforms]:
+            image = lq.mT if transpose else lq
+            dims = ((-1, ) if horizontal else ()) + ((-2, ) if vertical else ())
+            field = self.estimator(image.flip(dims) if dims else image).dense().flipped(horizontal, vertical)
+            kernels = (field.transposed() if transpose else field).kernels
+            total = kernels if total is None else total + kernels
+        field = KernelField(total / self.transforms if self.transforms > 1 else total, field.padding, check=False)
+        return field.smoothed(self.smooth_sigma)
+
+
+def averaged_estimator(estimator: nn.Module, transforms: int = 1, smooth_sigma: float = 0.0) -> nn.Module:
+    """``estimator`` itself when there is nothing to average (1 transform, sigma 0), else :class:`AveragedEstimator`
+    (which checks both values)."""
+    if transforms == 1 and not isinstance(transforms, bool) and smooth_sigma == 0:
+        return estimator
+    return AveragedEstimator(estimator, transforms, smooth_sigma)
 
 
 def export_reference(checkpoint: str, opt_path: str, destination: str, kind: str, meta: dict) -> None:

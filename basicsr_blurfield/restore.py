@@ -10,6 +10,10 @@ field, read from ``--field`` (a ``save_field`` archive) or estimated by ``--esti
 ``FlowKernelEstimator`` / any UFPNet-family network, ``BasisKernelNet`` or ``MotionOffsetNet``; the kind and sizes are
 read off the weights). ``blind_bks`` runs Algorithm 1 of Tran et al. with the frozen blur operator family F of
 ``--estimator`` (a ``BlurOperatorFamily`` or published KernelWizard checkpoint). The result is written atomically;
+``--init-code C.npy`` first fits the code generator to a given code (e.g. the mean code of F's training pairs:
+without it F starts from codes it never saw); ``--tta T`` / ``--smooth-sigma S`` average an estimated field over T
+flips / transposes of the photo / over neighbouring pixels (our option). ``--prior-width`` / ``--prior-levels``
+shrink ``blind_bks``'s deep image prior for a CPU.
 ``--report`` also writes ``<OUT>_report.png``: blurry | field (kernels or trajectories drawn on the photo; for
 ``blind_bks`` the re-blurred result F(x, k)) | result. Errors print ``error: ...`` and exit with status 2.
 """
@@ -71,6 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
         help='two-endpoint MotionOffsetNet checkpoints: trajectory constraint (default quadratic)')
     parser.add_argument('--seed', type=int, default=0, help='blind_bks: seed of the deep image priors')
     parser.add_argument('--warmup', type=int, default=100, help='blind_bks: warm-up steps of the image prior (100)')
+    parser.add_argument(
+        '--prior-width',
+        type=int,
+        default=128,
+        help='blind_bks: width of the deep image prior (released 128; benchmarks/bench_blind_deblur.py uses 32 on a '
+        'CPU)')
+    parser.add_argument(
+        '--prior-levels',
+        type=int,
+        default=5,
+        help='blind_bks: levels of the deep image prior (released 5; the benchmark 4)')
+    parser.add_argument(
+        '--init-code',
+        default=None,
+        help='blind_bks: .npy kernel code (1, D, 1, 1) or (1, D, h, w) the code generator is first fitted to, e.g. '
+        'the mean code of training pairs (benchmarks/bench_blind_deblur.py --save-init-code)')
+    parser.add_argument(
+        '--smooth-sigma',
+        type=float,
+        default=0.0,
+        help='rl_tv / cg with --estimator: spatial Gaussian (pixels) averaging the estimated kernels over '
+        'neighbours (0: off, default)')
+    parser.add_argument(
+        '--tta',
+        type=int,
+        default=1,
+        choices=(1, 2, 4, 8),
+        help='rl_tv / cg with --estimator: average the field estimated on 1, 2, 4 or 8 flips / transposes of the '
+        'photo (1: off, default)')
     parser.add_argument('--device', default='cpu', help='torch device, e.g. cpu or cuda (default cpu)')
     parser.add_argument('--save-field', default=None, help='also save the estimated field (.npz)')
     parser.add_argument('--report', action='store_true', help='also write <output>_report.png (side by side)')
@@ -87,7 +120,14 @@ def check_arguments(args: argparse.Namespace) -> None:
                                '--field is for rl_tv and cg')
     elif args.field is None and args.estimator is None:
         raise RestoreError(f'--method {args.method} needs --field F.npz or --estimator CKPT')
-    for name in ('field', 'estimator', 'perceptual_weights'):
+    if args.init_code is not None and args.method != 'blind_bks':
+        raise RestoreError(f'--init-code is for --method blind_bks, not {args.method}')
+    if (args.smooth_sigma or args.tta > 1) and (args.method == 'blind_bks' or args.estimator is None):
+        raise RestoreError('--smooth-sigma and --tta average an estimated field: use them with --method rl_tv or cg '
+                           'and --estimator')
+    if not 0 <= args.smooth_sigma < float('inf'):
+        raise RestoreError(f'--smooth-sigma: expected a finite number of pixels >= 0, got {args.smooth_sigma}')
+    for name in ('field', 'estimator', 'perceptual_weights', 'init_code'):
         path = getattr(args, name)
         # a bare --estimator word may name a shipped reference model; it is resolved (or refused) when loaded
         maybe_name = name == 'estimator' and path is not None and os.sep not in path and '.' not in path
@@ -98,6 +138,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.weight is not None and not (args.weight > 0 or (args.weight == 0 and args.method == 'rl_tv')):
         raise RestoreError(f'--weight: expected a positive number (0 only for rl_tv: plain Richardson-Lucy), '
                            f'got {args.weight}')
+    if args.prior_width < 1 or args.prior_levels < 1:
+        raise RestoreError(f'--prior-width / --prior-levels: expected positive numbers, got {args.prior_width} / '
+                           f'{args.prior_levels}')
     if args.warmup < 0:
         raise RestoreError(f'--warmup: expected a non-negative number, got {args.warmup}')
     if os.path.splitext(args.output)[1].lower() not in ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp'):
@@ -122,6 +165,24 @@ def to_bgr8(image):
 
     rgb = image[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
     return cv2.cvtColor(np.round(rgb * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+
+
+def load_init_code(path: str, device):
+    """A kernel code saved with ``numpy.save``: (1, D, 1, 1) or (1, D, h, w) float32; its fit to F and the image is
+    checked by :func:`~basicsr_blurfield.restoration.blind_deblur.blind_deblur`."""
+    import numpy as np
+    import torch
+
+    try:
+        code = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise RestoreError(f'--init-code {path}: not a .npy array written by numpy.save ({error})') from None
+    if code.ndim != 4 or code.shape[0] != 1 or not np.issubdtype(code.dtype, np.floating) or code.size == 0:
+        raise RestoreError(f'--init-code {path}: expected a float array of shape (1, D, 1, 1) or (1, D, h, w), got '
+                           f'{code.dtype} {code.shape}')
+    if not np.isfinite(code).all():
+        raise RestoreError(f'--init-code {path}: the code holds NaN or infinite values')
+    return torch.from_numpy(code.astype(np.float32)).to(device)
 
 
 def load_field_for(path: str, blurry, device):
@@ -201,23 +262,34 @@ def run(args: argparse.Namespace) -> str:
 
         _, operator = estimate(args, blurry)
         perceptual = vgg_perceptual(args.perceptual_weights) if args.perceptual_weights else None
-        result = blind_deblur(
-            blurry,
-            operator,
-            mode=args.mode,
-            num_iter=iters,
-            warmup_iter=args.warmup,
-            seed=args.seed,
-            perceptual=perceptual)
+        init_code = load_init_code(args.init_code, args.device) if args.init_code else None
+        try:
+            result = blind_deblur(
+                blurry,
+                operator,
+                mode=args.mode,
+                num_iter=iters,
+                warmup_iter=args.warmup,
+                seed=args.seed,
+                perceptual=perceptual,
+                init_code=init_code,
+                num_feat=args.prior_width,
+                num_levels=args.prior_levels)
+        except ValueError as error:
+            if init_code is None:
+                raise
+            raise RestoreError(f'--init-code {args.init_code}: {error}') from None
         restored, middle = result.image, ('F(x, k)', to_bgr8(result.reblurred))
         detail = f'{result.steps} steps{" (stopped early)" if result.stopped_early else ""}'
     else:
+        from basicsr_blurfield.reference_models import averaged_estimator
         from basicsr_blurfield.restoration.deconvolution import deconvolve_cg, richardson_lucy_tv
 
         if args.field is not None:
             field, source = load_field_for(args.field, blurry, args.device), args.field
         else:
             kind, net = estimate(args, blurry)
+            net = averaged_estimator(net, args.tta, args.smooth_sigma)
             with torch.no_grad():
                 field = net(blurry).detach()
             source = f'{kind} {args.estimator}'

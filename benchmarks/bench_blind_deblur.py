@@ -7,7 +7,8 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/bench_blind_deblur.py --operator /tmp/bks_short_run \\
         [--iters 300] [--modes alternating joint] [--photos astronaut coffee chelsea] [--size 128] [--noise 0] \\
         [--warmup 100] [--kernel-iter 5] [--lr 5e-4] [--num-feat 32] [--num-levels 4] [--num-skip 16] \\
-        [--kernel-weight 1e-3] [--prior-weight 2e-3] [--patience 200] [--seed 0] [--init-code none|mean] [--json FILE]
+        [--kernel-weight 1e-3] [--prior-weight 2e-3] [--patience 200] [--seed 0] [--init-code none|mean] \\
+        [--save-init-code C.npy] [--json FILE]
 
 ``--operator`` is the training benchmark's ``--out`` folder (``net_f.pth`` + ``options.yml``; ``net_g.pth`` too) or a
 ``net_f.pth`` with ``options.yml`` beside it. F is loaded as the CLI loads it (``restoration.estimators.load_network``,
@@ -19,7 +20,8 @@ on a margin of K // 2 so the borders are real blur), then Gaussian noise of std 
 Case ``i`` comes from ``numpy.random.default_rng([seed, i])``; :func:`blind_deblur` runs with ``seed + i``.
 ``--init-code mean`` starts the kernel prior at the kernel space's typical blur: the mean of G's codes (averaged over
 the code grid) over ``--init-pairs`` pairs drawn like the cases but from other seeds (``[seed, 1000 + j]``) and on
-every training photo in turn; it needs ``net_g.pth`` and nothing of the test cases.
+every training photo in turn; it needs ``net_g.pth`` and nothing of the test cases. ``--save-init-code C.npy`` saves
+that code for ``python -m basicsr_blurfield.restore --method blind_bks --init-code C.npy``.
 
 Every case runs :func:`blind_deblur` in each mode (``'alternating'``: Algorithm 1, Charbonnier data term;
 ``'joint'``: the released code's joint updates with 1 - SSIM) with ``--iters`` outer steps; the deep image prior is
@@ -51,7 +53,7 @@ import torch
 import yaml
 
 import basicsr_blurfield  # noqa: F401  (applies compat, registers everything)
-from basicsr_blurfield.atomic import write_text
+from basicsr_blurfield.atomic import atomic_path, write_text
 from basicsr_blurfield.data.synthetic_blur_dataset import SyntheticBlurDataset, bundled_photo_paths
 from basicsr_blurfield.restoration.blind_deblur import BLIND_MODES, blind_deblur
 from basicsr_blurfield.restoration.estimators import load_network
@@ -158,6 +160,8 @@ def main() -> None:
     parser.add_argument('--init-code', choices=('none', 'mean'), default='none',
                         help="start G^k at the mean training code (needs net_g.pth) or as initialised (default)")
     parser.add_argument('--init-pairs', type=int, default=16, help='pairs averaged by --init-code mean')
+    parser.add_argument('--save-init-code', default=None,
+                        help='with --init-code mean: also save the mean code (.npy) for restore.py --init-code')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--json', default=None, help='also write the raw figures to this file')
     args = parser.parse_args()
@@ -174,6 +178,11 @@ def main() -> None:
         if extractor is None:
             raise SystemExit(f'error: --init-code mean needs net_g.pth beside {net_f}')
         init_code = mean_code(extractor, data_opt, scale, args.size, args.init_pairs, args.seed)
+        if args.save_init_code:
+            with atomic_path(args.save_init_code) as temporary, open(temporary, 'wb') as handle:
+                np.save(handle, init_code.numpy())
+    elif args.save_init_code:
+        raise SystemExit('error: --save-init-code needs --init-code mean')
     print(f'F: {net_f} ({sum(p.numel() for p in operator.parameters()):,} parameters); field types '
           f"{data_opt.get('field_types')}, K={data_opt.get('kernel_size')}, photos reduced {scale}x, "
           f'{args.size}x{args.size}, noise {args.noise}; image prior {args.num_feat} x {args.num_levels} levels, '

@@ -9,7 +9,9 @@ The checkpoint is a stage-II ``FlowKernelEstimator`` (e.g. the quickstart's), a 
 only its ``kernel_extra.*`` and ``flow.*`` weights are used, and the estimator's sizes (K, width, flow blocks) are read
 off them. The estimate is deterministic (no
 uncertainty noise). The PNG shows the photo with the kernel of every ``step``-th pixel drawn on it; ``--save-field``
-also writes the field itself (``save_field``, .npz).
+also writes the field itself (``save_field``, .npz). ``--tta T`` averages the field estimated on T flips /
+transposes of the photo and ``--smooth-sigma S`` the kernels of neighbouring pixels
+(:class:`~basicsr_blurfield.reference_models.AveragedEstimator`: our option, off by default).
 """
 import argparse
 import os
@@ -26,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--step', type=int, default=24, help='grid spacing of the drawn kernels, pixels')
     parser.add_argument('--max-size', type=int, default=512, help='longer side the photo is resized to (0: keep)')
     parser.add_argument('--save-field', default=None, help='also save the estimated field (.npz)')
+    parser.add_argument('--smooth-sigma', type=float, default=0.0,
+                        help='spatial Gaussian (pixels) averaging the estimated kernels over neighbours (0: off, '
+                        'default; 16 measured best on the estimation benchmark, docs/estimation.md)')
+    parser.add_argument('--tta', type=int, default=1, choices=(1, 2, 4, 8),
+                        help='average the estimated field over 1, 2, 4 or 8 flips / transposes of the input (1: off, '
+                        'default; T costs T network passes)')
     return parser
 
 
@@ -43,10 +51,12 @@ def main(argv=None) -> int:
     from basicsr_blurfield.atomic import imwrite
     from basicsr_blurfield.cli import ScriptError, grid_step, load_estimator_checked, read_image_rgb, size_text
     from basicsr_blurfield.fields import draw_kernel_grid, save_field
+    from basicsr_blurfield.reference_models import averaged_estimator
 
     try:
         image = read_image_rgb(args.image)
         estimator, _ = load_estimator_checked(args.checkpoint, 'ufpnet')
+        estimator = averaged_estimator(estimator, args.tta, args.smooth_sigma)
         scale = args.max_size / max(image.shape[:2]) if args.max_size else 1.0
         if scale < 1:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)

@@ -125,3 +125,26 @@ def test_clock_motion_report_splits_clock_and_background():
     report = bench.clock_motion_report(lambda lq: KernelField(_delta_kernels(lq)), scale=0.25, step=4)
     assert report['clock']['count'] > 10 and report['background']['count'] > 10
     assert report['clock']['length'] < 1e-3 and report['clock']['share_within_20deg'] >= 0
+
+
+def test_command_line_scores_an_averaged_estimator(tiny, tmp_path, capsys):
+    root, _, _ = tiny
+    from basicsr.archs import build_network
+    torch.manual_seed(0)
+    net = build_network({'type': 'FlowKernelEstimator', 'kernel_size': 5, 'num_feat': 4, 'flow_num_block': 2,
+                         'flow_hidden_size': 8})
+    torch.save({'params': net.state_dict()}, tmp_path / 'ke.pth')
+    scores = {}
+    for sigma, tta in (('0', '1'), ('4', '2')):
+        out = str(tmp_path / f'sigma{sigma}.json')
+        assert bench.main(['--estimator', str(tmp_path / 'ke.pth'), '--data', root, '--count', '1', '--size', '48',
+                           '--subsets', 'linear_noise0', '--json', out, '--quiet', '--smooth-sigma', sigma, '--tta',
+                           tta]) == 0
+        with open(out) as handle:
+            report = json.load(handle)
+        (name, ), = [[key for key in report['results']['linear_noise0'] if key.startswith('ke.pth')]]
+        scores[sigma] = (name, report['results']['linear_noise0'][name]['kernel_l1'])
+    assert scores['0'][0] == 'ke.pth (ufpnet)' and scores['4'][0] == 'ke.pth (ufpnet, 2 transforms, smoothed sigma 4)'
+    assert scores['0'][1] != scores['4'][1]
+    assert bench.main(['--estimator', str(tmp_path / 'ke.pth'), '--smooth-sigma', '-1']) == 2
+    assert 'smooth sigma' in capsys.readouterr().err

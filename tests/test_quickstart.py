@@ -110,3 +110,29 @@ def test_estimate_field_script_resolves_the_reference_model_by_name(tmp_path, mo
     drawing = cv2.imread(output)
     assert drawing.shape == (48, 64, 3)  # clock_motion.png is 300 x 400, resized to a longer side of 64
     assert os.path.isfile(str(tmp_path / 'f.npz'))
+
+
+def test_estimate_field_script_averages_the_field_on_request(tmp_path, monkeypatch):
+    from skimage import data as skimage_data
+
+    from basicsr_blurfield.fields import load_field
+    from basicsr_blurfield.reference_models import AveragedEstimator, load_estimator
+
+    photo = os.path.join(skimage_data.data_dir, 'clock_motion.png')
+    fields = {}
+    for sigma, tta in (('0', '1'), ('3', '2')):
+        saved = str(tmp_path / f'f{sigma}.npz')
+        monkeypatch.setattr(sys, 'argv', ['estimate_field.py', photo, '--checkpoint', QUICKSTART_REFERENCE, '-o',
+                                          str(tmp_path / 'field.png'), '--max-size', '64', '--save-field', saved,
+                                          '--smooth-sigma', sigma, '--tta', tta])
+        runpy.run_path(os.path.join(ROOT, 'scripts', 'estimate_field.py'), run_name='__main__')
+        fields[sigma] = load_field(saved)
+    net, _ = load_estimator(QUICKSTART_REFERENCE)
+    small = cv2.resize(cv2.cvtColor(cv2.imread(photo), cv2.COLOR_BGR2RGB), (64, 48), interpolation=cv2.INTER_AREA)
+    photo_tensor = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        raw = net(photo_tensor).kernels
+        expected = AveragedEstimator(net, 2, 3.0)(photo_tensor).kernels
+    assert (fields['3'].kernels - fields['0'].kernels).abs().max() > 1e-3
+    assert torch.allclose(fields['0'].kernels, raw, atol=1e-5)
+    assert torch.allclose(fields['3'].kernels, expected, atol=1e-5)

@@ -3,10 +3,14 @@
 ``blurry[n, c, y, x] = sum_{i,j} kernels[n, i*K + j, y, x] * sharp[n, c, y + i - r, x + j - r]``, ``r = K // 2``, each
 kernel non-negative and summing to 1, taps outside the image reading the padded value. Blur and adjoint are the
 tap-loop autograd functions of :mod:`basicsr_blurfield.fields._taps` (memory ``O(N*C*H*W + field)``).
+:meth:`KernelField.smoothed` averages the kernels over neighbouring pixels (a spatial Gaussian) and
+:meth:`KernelField.flipped` / :meth:`KernelField.transposed` give the field of mirrored / transposed images: the
+pieces of our test-time averaging of estimated fields (docs/estimation.md); not in the papers.
 """
 import math
 from typing import Dict, Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -34,6 +38,28 @@ def resize_taps(kernels: Tensor, kernel_size: int) -> Tensor:
     grid = kernels.reshape(num, size, size, height * width)
     grid = F.pad(grid.permute(0, 3, 1, 2), (margin, ) * 4).permute(0, 2, 3, 1)
     return grid.reshape(num, kernel_size * kernel_size, height, width)
+
+
+def gaussian_taps(sigma: float, dtype=torch.float32, device=None) -> Tensor:
+    """Normalised 1-D Gaussian of standard deviation ``sigma`` > 0 on ``[-ceil(3 sigma), ceil(3 sigma)]``: (2R+1,)."""
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    weights = torch.exp(-offsets**2 / (2 * sigma**2))
+    return weights / weights.sum()
+
+
+def smooth_planes(planes: Tensor, sigma: float) -> Tensor:
+    """Separable spatial Gaussian of every channel, replicate borders: (N, C, H, W) -> (N, C, H, W).
+
+    The weights at each output pixel are non-negative and sum to 1, so a field of normalised kernels stays normalised.
+    """
+    channels = planes.shape[1]
+    weights = gaussian_taps(sigma, planes.dtype, planes.device)
+    radius = weights.numel() // 2
+    row = weights.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    column = weights.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    planes = F.conv2d(F.pad(planes, (radius, radius, 0, 0), mode='replicate'), row, groups=channels)
+    return F.conv2d(F.pad(planes, (0, 0, radius, radius), mode='replicate'), column, groups=channels)
 
 
 class KernelField(BlurField):
@@ -94,6 +120,47 @@ class KernelField(BlurField):
             return self
         check_kernel_size(kernel_size, self.height, self.width)
         return KernelField(resize_taps(self.kernels, kernel_size), self.padding, check=False)
+
+    def smoothed(self, sigma: float) -> 'KernelField':
+        """This field with every kernel replaced by the Gaussian-weighted mean of its neighbours' kernels.
+
+        ``k'_p = sum_q g_sigma(p - q) k_q`` over pixels ``q`` (replicate borders, separable, differentiable): the
+        kernels stay non-negative and normalised. A spatial prior for estimated fields, whose errors vary faster than
+        real blur (measured on the estimation benchmark, docs/estimation.md).
+
+        Args:
+            sigma (float): standard deviation in pixels; 0 returns this field.
+
+        Returns:
+            KernelField: same shape, padding and kernel size.
+        """
+        if not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
+            raise ValueError(f'sigma: expected a finite number of pixels >= 0, got {sigma!r}')
+        if sigma == 0:
+            return self
+        return KernelField(smooth_planes(self.kernels, float(sigma)), self.padding, check=False)
+
+    def flipped(self, horizontal: bool = False, vertical: bool = False) -> 'KernelField':
+        """The field of the mirrored images: ``field.flipped(h, v).blur(flip(x)) == flip(field.blur(x))``.
+
+        Each kernel moves to the mirrored pixel and is mirrored itself (tap ``(i, j)`` to ``(i, K-1-j)`` for a
+        horizontal flip, to ``(K-1-i, j)`` for a vertical one); exact at the borders for every padding. Its own inverse.
+        """
+        grid = self.kernels.view(self.batch, self.kernel_size, self.kernel_size, self.height, self.width)
+        dims = (() if not horizontal else (2, 4)) + (() if not vertical else (1, 3))
+        if not dims:
+            return self
+        grid = grid.flip(dims)
+        return KernelField(grid.reshape(self.kernels.shape), self.padding, check=False)
+
+    def transposed(self) -> 'KernelField':
+        """The field of the transposed images (H and W swapped): ``field.transposed().blur(x.mT) == field.blur(x).mT``.
+
+        Each kernel moves to the transposed pixel and is transposed (tap ``(i, j)`` to ``(j, i)``). Its own inverse.
+        """
+        grid = self.kernels.view(self.batch, self.kernel_size, self.kernel_size, self.height, self.width)
+        grid = grid.permute(0, 2, 1, 4, 3)
+        return KernelField(grid.reshape(self.batch, -1, self.width, self.height), self.padding, check=False)
 
     def kernels_at(self, points: Tensor) -> Tensor:
         """Kernels at ``points`` (P, 3) long as (n, y, x) -> (P, K, K)."""

@@ -1,5 +1,6 @@
 """KernelField: blur/adjoint of both engines against pixel-loop and unfold references, adjointness, gradcheck, tiling,
-memory, validation."""
+memory, validation, spatial smoothing against a pixel loop."""
+import math
 import mmap
 
 import pytest
@@ -301,3 +302,67 @@ def test_normalize_kernels_clamps_and_divides_by_the_sum():
     out = normalize_kernels(raw, (-2, -1))
     assert torch.allclose(out[0], torch.tensor([[0.0, 0.25], [0.5, 0.25]]))
     assert torch.equal(out[1], torch.zeros(2, 2))
+
+
+def slow_smoothed(kernels, sigma):
+    """Pixel-loop reference of ``KernelField.smoothed``: weighted sum of clamped neighbours' kernels."""
+    radius = max(1, math.ceil(3 * sigma))
+    weights = [math.exp(-d * d / (2 * sigma * sigma)) for d in range(-radius, radius + 1)]
+    weights = torch.tensor(weights, dtype=kernels.dtype) / sum(weights)
+    height, width = kernels.shape[-2:]
+    out = torch.zeros_like(kernels)
+    for y in range(height):
+        for x in range(width):
+            for i, dy in enumerate(range(-radius, radius + 1)):
+                for j, dx in enumerate(range(-radius, radius + 1)):
+                    source_y, source_x = min(max(y + dy, 0), height - 1), min(max(x + dx, 0), width - 1)
+                    out[:, :, y, x] += weights[i] * weights[j] * kernels[:, :, source_y, source_x]
+    return out
+
+
+@pytest.mark.parametrize('sigma', (0.4, 1.0, 2.5))
+def test_smoothed_matches_the_pixel_loop_reference_and_stays_normalised(sigma):
+    kernels = random_kernels(2, 3, 6, 5, seed=4)
+    smoothed = KernelField(kernels, 'reflect').smoothed(sigma)
+    assert torch.allclose(smoothed.kernels, slow_smoothed(kernels, sigma), atol=1e-12)
+    assert torch.allclose(smoothed.kernels.sum(1), torch.ones(2, 6, 5, dtype=torch.float64), atol=1e-12)
+    assert smoothed.padding == 'reflect' and smoothed.kernel_size == 3 and (smoothed.kernels >= 0).all()
+    assert (smoothed.kernels - kernels).abs().max() > 1e-3
+
+
+def test_smoothed_keeps_a_uniform_field_and_sigma_zero_is_the_field_itself():
+    field = KernelField(random_kernels(1, 5, 1, 1, seed=2).expand(1, 25, 7, 8))
+    assert torch.allclose(field.smoothed(3.0).kernels, field.kernels, atol=1e-6)
+    assert field.smoothed(0) is field
+    for bad in (-1.0, float('nan'), '2'):
+        with pytest.raises(ValueError, match='sigma'):
+            field.smoothed(bad)
+
+
+def test_gradcheck_smoothed_in_the_kernels():
+    kernels = random_kernels(1, 3, 4, 5, seed=7).requires_grad_()
+    assert torch.autograd.gradcheck(lambda k: KernelField(k, check=False).smoothed(0.8).kernels, (kernels, ))
+
+
+@pytest.mark.parametrize('padding', PADDING_MODES)
+@pytest.mark.parametrize('horizontal, vertical', ((True, False), (False, True), (True, True)))
+def test_flipped_field_blurs_mirrored_images_as_the_field_blurs_the_originals(horizontal, vertical, padding):
+    kernels = random_kernels(2, 3, 6, 5, seed=5)
+    sharp = torch.rand(2, 3, 6, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    dims = (() if not horizontal else (-1, )) + (() if not vertical else (-2, ))
+    field = KernelField(kernels, padding)
+    flipped = field.flipped(horizontal, vertical)
+    assert torch.allclose(flipped.blur(sharp.flip(dims)), field.blur(sharp).flip(dims), atol=1e-12)
+    assert torch.equal(flipped.flipped(horizontal, vertical).kernels, kernels) and flipped.padding == padding
+    assert field.flipped() is field
+
+
+@pytest.mark.parametrize('padding', PADDING_MODES)
+def test_transposed_field_blurs_transposed_images_as_the_field_blurs_the_originals(padding):
+    kernels = random_kernels(2, 3, 6, 5, seed=6)
+    sharp = torch.rand(2, 1, 6, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    field = KernelField(kernels, padding)
+    transposed = field.transposed()
+    assert (transposed.height, transposed.width) == (5, 6)
+    assert torch.allclose(transposed.blur(sharp.mT), field.blur(sharp).mT, atol=1e-12)
+    assert torch.equal(transposed.transposed().kernels, kernels)

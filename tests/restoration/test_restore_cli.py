@@ -173,3 +173,71 @@ def test_bad_inputs_give_clear_errors(capsys, tmp_path, blurred_photo):
     err = fail_cli(capsys, '--method', 'cg', '--blurry', blurry_path, '--field', field_path, '-o', tmp_path / 'x.npz')
     assert 'expected an image file name' in err
     assert not os.path.exists(out)
+
+
+def test_tta_and_smooth_sigma_save_the_averaged_estimated_field(capsys, tmp_path, blurred_photo):
+    _, blurry_path, field_path = blurred_photo
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        estimator = FlowKernelEstimator(kernel_size=5, num_feat=8).eval()
+    torch.save({'params': estimator.state_dict()}, tmp_path / 'ke.pth')
+    run_cli(capsys, '--method', 'rl_tv', '--blurry', blurry_path, '--estimator', tmp_path / 'ke.pth', '-o',
+            tmp_path / 'out.png', '--save-field', tmp_path / 'smoothed.npz', '--iters', 1, '--smooth-sigma', 2,
+            '--tta', 4)
+    from basicsr_blurfield.reference_models import AveragedEstimator
+    from basicsr_blurfield.fields import load_field
+    image = torch.from_numpy(cv2.cvtColor(cv2.imread(blurry_path), cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None] / 255
+    with torch.no_grad():
+        expected = AveragedEstimator(estimator, 4, 2.0)(image.float()).kernels
+    assert torch.allclose(load_field(tmp_path / 'smoothed.npz').kernels, expected, atol=1e-6)
+    out = tmp_path / 'x.png'
+    err = fail_cli(capsys, '--method', 'cg', '--blurry', blurry_path, '--field', field_path, '-o', out,
+                   '--smooth-sigma', 2)
+    assert '--smooth-sigma and --tta average an estimated field' in err
+    err = fail_cli(capsys, '--method', 'cg', '--blurry', blurry_path, '--estimator', tmp_path / 'ke.pth', '-o', out,
+                   '--smooth-sigma', -1)
+    assert '--smooth-sigma: expected a finite number of pixels >= 0' in err
+
+
+def test_blind_deblurring_starts_from_an_init_code_file_and_refuses_bad_ones(capsys, tmp_path, blurred_photo,
+                                                                           monkeypatch):
+    from basicsr_blurfield.restoration import blind_deblur as module
+    _, blurry_path, field_path = blurred_photo
+    received, real = [], module.blind_deblur
+
+    def spy(*args, **kwargs):
+        assert kwargs['num_feat'] == 8 and kwargs['num_levels'] == 2
+        received.append(kwargs['init_code'])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, 'blind_deblur', spy)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        operator = BlurOperatorFamily(
+            num_feat=8, num_front_block=1, num_back_block=1, unet_feat=8, num_levels=2, code_channels=16)
+    torch.save({'params': operator.state_dict()}, tmp_path / 'F.pth')
+    common = ('--method', 'blind_bks', '--blurry', blurry_path, '--estimator', tmp_path / 'F.pth', '--iters', 2,
+              '--warmup', 1, '--prior-width', 8, '--prior-levels', 2)
+    np.save(tmp_path / 'code.npy', np.full((1, 16, 1, 1), 0.5, np.float32))
+    run_cli(capsys, *common, '-o', tmp_path / 'plain.png')
+    run_cli(capsys, *common, '-o', tmp_path / 'init.png', '--init-code', tmp_path / 'code.npy')
+    assert received[0] is None and torch.equal(received[1], torch.full((1, 16, 1, 1), 0.5))
+    assert cv2.imread(str(tmp_path / 'init.png')).shape == (48, 56, 3)
+    out = tmp_path / 'out.png'
+    np.save(tmp_path / 'wide.npy', np.zeros((1, 8, 1, 1), np.float32))
+    err = fail_cli(capsys, *common, '-o', out, '--init-code', tmp_path / 'wide.npy')
+    assert 'error: --init-code' in err and 'init_code: expected a code of shape (1, 16, 1, 1)' in err
+    np.save(tmp_path / 'flat.npy', np.zeros(16, np.float32))
+    err = fail_cli(capsys, *common, '-o', out, '--init-code', tmp_path / 'flat.npy')
+    assert 'expected a float array of shape (1, D, 1, 1) or (1, D, h, w), got float32 (16,)' in err
+    (tmp_path / 'text.npy').write_text('hello')
+    err = fail_cli(capsys, *common, '-o', out, '--init-code', tmp_path / 'text.npy')
+    assert 'not a .npy array written by numpy.save' in err
+    err = fail_cli(capsys, *common, '-o', out, '--init-code', tmp_path / 'missing.npy')
+    assert '--init-code' in err and 'missing.npy: no such file' in err
+    err = fail_cli(capsys, '--method', 'cg', '--blurry', blurry_path, '--field', field_path, '-o', out,
+                   '--init-code', tmp_path / 'code.npy')
+    assert '--init-code is for --method blind_bks, not cg' in err
+    err = fail_cli(capsys, *common[:-4], '-o', out, '--prior-width', 0)
+    assert '--prior-width / --prior-levels: expected positive numbers, got 0 / 5' in err
+    assert not os.path.exists(out)
