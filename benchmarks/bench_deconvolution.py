@@ -8,6 +8,7 @@ Usage::
     python benchmarks/bench_deconvolution.py --no-720p --fields basis  # the region-wise basis fields alone
     python benchmarks/bench_deconvolution.py --estimator KE.pth # adds rows with fields estimated by a checkpoint
     python benchmarks/bench_deconvolution.py --no-720p --estimator ufpnet-ke-cues-reference basis-kernels-reference
+    python benchmarks/bench_deconvolution.py --no-720p --estimator ufpnet-ke-cues-long-reference --tta 8 --smooth-sigma 16
 
 Bundled photos (scikit-image: astronaut, coffee, chelsea, rocket; resized with area interpolation) are blurred by
 generated ground-truth fields, one per photo and type, seeded: ``basis`` (region-wise field of Carbajal et al. §3.3,
@@ -25,7 +26,9 @@ circulant preconditioner and with the default one (``precondition=True``: the mi
 the circulant one on the others, whose runs are then shared).
 The 720p rows are one timed run each on the astronaut photo with the ``basis`` field, budgets tried up to the first
 that reaches the reference; with ``--estimator`` the same run follows with the first estimator's field.
-Several ``--estimator`` (checkpoints or reference-model names) give one table each, on the same blurry images.
+Several ``--estimator`` (checkpoints or reference-model names) give one table each, on the same blurry images;
+``--tta T`` / ``--smooth-sigma S`` average their fields at test time
+(:class:`~basicsr_blurfield.reference_models.AveragedEstimator`).
 """
 import argparse
 import time
@@ -194,6 +197,10 @@ def main() -> None:
     parser.add_argument('--quick', action='store_true', help='2 photos at 96x96, no 720p')
     parser.add_argument('--estimator', nargs='+', default=(),
                         help='checkpoints or reference-model names of field estimators (one table of rows each)')
+    parser.add_argument('--tta', type=int, default=1, choices=(1, 2, 4, 8),
+                        help='average each estimated field over this many flips / transposes of the photo (1: off)')
+    parser.add_argument('--smooth-sigma', type=float, default=0.0,
+                        help='then over neighbouring pixels, spatial Gaussian in pixels (0: off)')
     parser.add_argument('--threads', type=int, default=1, help='intra-op threads (default 1)')
     parser.add_argument('--no-720p', action='store_true', help='skip the 720p run')
     parser.add_argument('--only-720p', action='store_true', help='only the 720p run')
@@ -205,12 +212,16 @@ def main() -> None:
     estimators = {}
     if args.estimator:
         import basicsr_blurfield  # noqa: F401  (registers the archs)
+        from basicsr_blurfield.reference_models import averaged_estimator
         from basicsr_blurfield.restoration.estimators import ESTIMATOR_KINDS, load_network
 
+        averaging = (f', {args.tta} transforms' if args.tta > 1 else '') + (
+            f', smoothed sigma {args.smooth_sigma:g}' if args.smooth_sigma else '')
         for name in args.estimator:
-            kind, estimators[name] = load_network(name)
+            kind, network = load_network(name)
             if kind not in ESTIMATOR_KINDS:
                 raise SystemExit(f'error: --estimator {name}: a {kind} is no field estimator')
+            estimators[name + averaging] = averaged_estimator(network, args.tta, args.smooth_sigma)
     size = 96 if args.quick else 256
     photos = PHOTOS[:2] if args.quick else PHOTOS
     truth, estimated = {}, {name: {} for name in estimators}
