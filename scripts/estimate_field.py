@@ -1,6 +1,7 @@
 """Estimate and draw the per-pixel blur-kernel field of a photo with a UFPNet kernel estimator (Fang et al., CVPR 2023).
 
-    python scripts/estimate_field.py IMAGE --checkpoint net_g_latest.pth -o field.png [--step 24] [--max-size 512]
+    python scripts/estimate_field.py IMAGE --checkpoint net_g_latest.pth -o field.png [--step 24] [--cell 19] \
+        [--max-size 512] [--tta 8] [--smooth-sigma 16]
     python scripts/estimate_field.py $(python -c "import skimage, os; print(os.path.join(skimage.data.data_dir, \
         'clock_motion.png'))") --checkpoint experiments/UFPNet-quickstart/models/net_g_latest.pth -o clock_field.png
 
@@ -26,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'ufpnet-ke-reference')
     parser.add_argument('-o', '--output', required=True, help='PNG of the kernel field drawn over the photo')
     parser.add_argument('--step', type=int, default=24, help='grid spacing of the drawn kernels, pixels')
+    parser.add_argument('--cell', type=int, default=None,
+                        help='side of each drawn kernel square, pixels (default step - 2; the kernel size K draws '
+                        'kernels 1:1 and leaves the photo visible between them)')
     parser.add_argument('--max-size', type=int, default=512, help='longer side the photo is resized to (0: keep)')
     parser.add_argument('--save-field', default=None, help='also save the estimated field (.npz)')
     parser.add_argument('--smooth-sigma', type=float, default=0.0,
@@ -44,6 +48,8 @@ def main(argv=None) -> int:
         parser.exit(2, f'error: image {args.image!r}: no such file\n')
     if args.step < 2 or args.max_size < 0:
         parser.error(f'expected --step >= 2 and --max-size >= 0, got {args.step} and {args.max_size}')
+    if args.cell is not None and args.cell < 1:
+        parser.error(f'expected --cell >= 1, got {args.cell}')
 
     import cv2
     import torch
@@ -63,7 +69,8 @@ def main(argv=None) -> int:
         rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
         with torch.no_grad():
             field = estimator(rgb)
-        drawing = draw_kernel_grid(rgb, field, step=grid_step(args.step, field.height, field.width))
+        step = grid_step(args.step, field.height, field.width)
+        drawing = draw_kernel_grid(rgb, field, step=step, cell=None if args.cell is None else min(args.cell, step))
         imwrite(args.output, cv2.cvtColor(drawing, cv2.COLOR_RGB2BGR))
         if args.save_field:
             save_field(args.save_field, field)

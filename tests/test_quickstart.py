@@ -136,3 +136,19 @@ def test_estimate_field_script_averages_the_field_on_request(tmp_path, monkeypat
     assert (fields['3'].kernels - fields['0'].kernels).abs().max() > 1e-3
     assert torch.allclose(fields['0'].kernels, raw, atol=1e-5)
     assert torch.allclose(fields['3'].kernels, expected, atol=1e-5)
+
+
+def test_estimate_field_script_draws_small_cells_that_leave_the_photo_visible(tmp_path, monkeypatch):
+    from skimage import data as skimage_data
+
+    photo = os.path.join(skimage_data.data_dir, 'clock_motion.png')
+    image = cv2.imread(photo)
+    small = cv2.resize(image, None, fx=64 / 400, fy=64 / 400, interpolation=cv2.INTER_AREA)
+    touched = {}
+    for cell in ('14', '4'):
+        output = str(tmp_path / f'cell{cell}.png')
+        monkeypatch.setattr(sys, 'argv', ['estimate_field.py', photo, '--checkpoint', QUICKSTART_REFERENCE, '-o', output,
+                                          '--max-size', '64', '--step', '16', '--cell', cell])
+        runpy.run_path(os.path.join(ROOT, 'scripts', 'estimate_field.py'), run_name='__main__')
+        touched[cell] = float((cv2.imread(output) != small).any(-1).mean())
+    assert touched['4'] < 0.1 < 0.5 < touched['14']
