@@ -2,7 +2,8 @@
 
 A name such as ``ufpnet-ke-reference`` (UFPNet stage-II kernel estimator, Fang et al. eq. (4)-(6), K = 19),
 ``ufpnet-ke-cues-reference`` (the same network reading blur cues, ``input_cues='autocorrelation'``),
-``ufpnet-ke-cues-long-reference`` (that one trained 3000 steps longer: the best estimator shipped) or
+``ufpnet-ke-cues-long-reference`` (that one trained 3000 steps longer), ``ufpnet-ke-cues-long2-reference`` (8500
+steps longer still: the best estimator shipped) or
 ``basis-kernels-reference`` (basis-kernel network, Carbajal et al. eq. (2)) resolves to a small ``.pth`` under
 ``basicsr_blurfield/reference_models/``. Each file is a BasicSR-layout checkpoint (weights under ``params``) that
 also carries ``kind`` (``ufpnet`` | ``basis`` | ``offsets``), the ``network_g`` options that build it, and ``meta``
@@ -34,6 +35,7 @@ REFERENCE_MODELS = {
     'ufpnet-ke-reference': 'ufpnet_ke_reference.pth',
     'ufpnet-ke-cues-reference': 'ufpnet_ke_cues_reference.pth',
     'ufpnet-ke-cues-long-reference': 'ufpnet_ke_cues_long_reference.pth',
+    'ufpnet-ke-cues-long2-reference': 'ufpnet_ke_cues_long2_reference.pth',
     'basis-kernels-reference': 'basis_kernels_reference.pth',
 }
 NETWORK_OF_KIND = {'ufpnet': 'FlowKernelEstimator', 'basis': 'BasisKernelNet', 'offsets': 'MotionOffsetNet'}
