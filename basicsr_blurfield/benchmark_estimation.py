@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from basicsr_blurfield.atomic import atomic_path, imwrite, write_text
-from basicsr_blurfield.cli import ScriptError, read_image_rgb, rgb_tensor
+from basicsr_blurfield.cli import ScriptError, add_averaging_arguments, averaging_label, read_image_rgb, rgb_tensor
 from basicsr_blurfield.fields import BasisField, load_field
 from basicsr_blurfield.losses.kernel_loss import KernelLoss, constant_field, mean_kernel, textured_mask
 from basicsr_blurfield.losses.reblur_loss import reblur_psnr
@@ -422,12 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='write estimated vs true fields (first image of each noise-free subset)')
     parser.add_argument('--clock', action='store_true',
                         help="also measure the estimator's kernels on scikit-image's clock_motion.png")
-    parser.add_argument('--smooth-sigma', type=float, default=0.0,
-                        help='spatial Gaussian (pixels) averaging the estimated kernels over neighbours (0: off, '
-                        'default; 16 measured best on the estimation benchmark, docs/estimation.md)')
-    parser.add_argument('--tta', type=int, default=1, choices=(1, 2, 4, 8),
-                        help='average the estimated field over 1, 2, 4 or 8 flips / transposes of the input (1: off, '
-                        'default; T costs T network passes)')
+    add_averaging_arguments(parser)
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     return parser
 
@@ -447,9 +442,7 @@ def main(argv=None) -> int:
         except (FileNotFoundError, KeyError, ValueError) as error:
             print(f'error: {error}', file=sys.stderr)
             return 2
-        averaging = (f', {args.tta} transforms' if args.tta > 1 else '') + (
-            f', smoothed sigma {args.smooth_sigma:g}' if args.smooth_sigma else '')
-        name = f'{os.path.basename(args.estimator)} ({kind}{averaging})'
+        name = f'{os.path.basename(args.estimator)} ({kind}{averaging_label(args.tta, args.smooth_sigma)})'
     try:
         report = run_benchmark(estimate, name or 'estimator', args.data, args.count, args.size, args.subsets,
                                args.png, not args.quiet)

@@ -9,7 +9,8 @@ import os
 from typing import Optional, Tuple
 
 __all__ = [
-    'ScriptError', 'KIND_NAMES', 'size_text', 'read_image_rgb', 'rgb_tensor', 'load_estimator_checked', 'grid_step'
+    'ScriptError', 'KIND_NAMES', 'size_text', 'read_image_rgb', 'rgb_tensor', 'load_estimator_checked', 'grid_step',
+    'add_averaging_arguments', 'averaging_label'
 ]
 
 KIND_NAMES = {
@@ -73,6 +74,29 @@ def grid_step(step: int, height: int, width: int) -> int:
     if step < 2:
         raise ScriptError(f'--step: expected at least 2 pixels between drawn kernels, got {step}')
     return max(2, min(step, height, width))
+
+
+def add_averaging_arguments(parser, scope: str = '') -> None:
+    """Adds ``--tta`` and ``--smooth-sigma``, the options of
+    :class:`~basicsr_blurfield.reference_models.AveragedEstimator`, to ``parser``; ``scope`` prefixes their help."""
+    parser.add_argument(
+        '--tta',
+        type=int,
+        default=1,
+        choices=(1, 2, 4, 8),
+        help=f'{scope}average the estimated field over 1, 2, 4 or 8 flips / transposes of the input (1: off, default; '
+        'T costs T network passes)')
+    parser.add_argument(
+        '--smooth-sigma',
+        type=float,
+        default=0.0,
+        help=f'{scope}then average the kernels over neighbours, spatial Gaussian in pixels (0: off, default; 16 '
+        'measured best on the estimation benchmark, docs/estimation.md)')
+
+
+def averaging_label(tta: int, smooth_sigma: float) -> str:
+    """``', 8 transforms, smoothed sigma 16'`` (empty when nothing is averaged): appended to an estimator's name."""
+    return (f', {tta} transforms' if tta > 1 else '') + (f', smoothed sigma {smooth_sigma:g}' if smooth_sigma else '')
 
 
 def load_estimator_checked(name_or_path: str, kind: str, opt_path: Optional[str] = None,

@@ -146,16 +146,15 @@ class AveragedEstimator(nn.Module):
             field = self.estimator(image.flip(dims) if dims else image).dense().flipped(horizontal, vertical)
             kernels = (field.transposed() if transpose else field).kernels
             total = kernels if total is None else total + kernels
-        field = KernelField(total / self.transforms if self.transforms > 1 else total, field.padding, check=False)
+        field = KernelField(total / self.transforms, field.padding, check=False)
         return field.smoothed(self.smooth_sigma)
 
 
 def averaged_estimator(estimator: nn.Module, transforms: int = 1, smooth_sigma: float = 0.0) -> nn.Module:
     """``estimator`` itself when there is nothing to average (1 transform, sigma 0), else :class:`AveragedEstimator`
-    (which checks both values)."""
-    if transforms == 1 and not isinstance(transforms, bool) and smooth_sigma == 0:
-        return estimator
-    return AveragedEstimator(estimator, transforms, smooth_sigma)
+    (whose constructor checks both values in either case)."""
+    averaged = AveragedEstimator(estimator, transforms, smooth_sigma)
+    return estimator if (transforms, smooth_sigma) == (1, 0) else averaged
 
 
 def export_reference(checkpoint: str, opt_path: str, destination: str, kind: str, meta: dict) -> None:

@@ -21,6 +21,8 @@ import argparse
 import os
 import sys
 
+from basicsr_blurfield.cli import add_averaging_arguments
+
 METHODS = ('rl_tv', 'cg', 'blind_bks')
 DEFAULT_ITERS = {'rl_tv': 30, 'cg': None, 'blind_bks': 1000}
 
@@ -91,19 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help='blind_bks: .npy kernel code (1, D, 1, 1) or (1, D, h, w) the code generator is first fitted to, e.g. '
         'the mean code of training pairs (benchmarks/bench_blind_deblur.py --save-init-code)')
-    parser.add_argument(
-        '--smooth-sigma',
-        type=float,
-        default=0.0,
-        help='rl_tv / cg with --estimator: spatial Gaussian (pixels) averaging the estimated kernels over '
-        'neighbours (0: off, default)')
-    parser.add_argument(
-        '--tta',
-        type=int,
-        default=1,
-        choices=(1, 2, 4, 8),
-        help='rl_tv / cg with --estimator: average the field estimated on 1, 2, 4 or 8 flips / transposes of the '
-        'photo (1: off, default)')
+    add_averaging_arguments(parser, 'rl_tv / cg with --estimator: ')
     parser.add_argument('--device', default='cpu', help='torch device, e.g. cpu or cuda (default cpu)')
     parser.add_argument('--save-field', default=None, help='also save the estimated field (.npz)')
     parser.add_argument('--report', action='store_true', help='also write <output>_report.png (side by side)')

@@ -8,7 +8,8 @@ Usage::
     python benchmarks/bench_deconvolution.py --no-720p --fields basis  # the region-wise basis fields alone
     python benchmarks/bench_deconvolution.py --estimator KE.pth # adds rows with fields estimated by a checkpoint
     python benchmarks/bench_deconvolution.py --no-720p --estimator ufpnet-ke-cues-reference basis-kernels-reference
-    python benchmarks/bench_deconvolution.py --no-720p --estimator ufpnet-ke-cues-long-reference --tta 8 --smooth-sigma 16
+    python benchmarks/bench_deconvolution.py --no-720p --estimator ufpnet-ke-cues-long2-reference --tta 8 \
+        --smooth-sigma 16
 
 Bundled photos (scikit-image: astronaut, coffee, chelsea, rocket; resized with area interpolation) are blurred by
 generated ground-truth fields, one per photo and type, seeded: ``basis`` (region-wise field of Carbajal et al. §3.3,
@@ -38,6 +39,7 @@ import cv2
 import numpy as np
 import torch
 
+from basicsr_blurfield.cli import add_averaging_arguments, averaging_label
 from basicsr_blurfield.fields import BasisField, OffsetField
 from basicsr_blurfield.fields.generators import (motion_basis_field, motion_offsets, random_camera_motion,
                                                  random_shake_kernel, region_field)
@@ -197,10 +199,7 @@ def main() -> None:
     parser.add_argument('--quick', action='store_true', help='2 photos at 96x96, no 720p')
     parser.add_argument('--estimator', nargs='+', default=(),
                         help='checkpoints or reference-model names of field estimators (one table of rows each)')
-    parser.add_argument('--tta', type=int, default=1, choices=(1, 2, 4, 8),
-                        help='average each estimated field over this many flips / transposes of the photo (1: off)')
-    parser.add_argument('--smooth-sigma', type=float, default=0.0,
-                        help='then over neighbouring pixels, spatial Gaussian in pixels (0: off)')
+    add_averaging_arguments(parser)
     parser.add_argument('--threads', type=int, default=1, help='intra-op threads (default 1)')
     parser.add_argument('--no-720p', action='store_true', help='skip the 720p run')
     parser.add_argument('--only-720p', action='store_true', help='only the 720p run')
@@ -215,8 +214,7 @@ def main() -> None:
         from basicsr_blurfield.reference_models import averaged_estimator
         from basicsr_blurfield.restoration.estimators import ESTIMATOR_KINDS, load_network
 
-        averaging = (f', {args.tta} transforms' if args.tta > 1 else '') + (
-            f', smoothed sigma {args.smooth_sigma:g}' if args.smooth_sigma else '')
+        averaging = averaging_label(args.tta, args.smooth_sigma)
         for name in args.estimator:
             kind, network = load_network(name)
             if kind not in ESTIMATOR_KINDS:

@@ -146,11 +146,10 @@ class KernelField(BlurField):
         Each kernel moves to the mirrored pixel and is mirrored itself (tap ``(i, j)`` to ``(i, K-1-j)`` for a
         horizontal flip, to ``(K-1-i, j)`` for a vertical one); exact at the borders for every padding. Its own inverse.
         """
-        grid = self.kernels.view(self.batch, self.kernel_size, self.kernel_size, self.height, self.width)
-        dims = (() if not horizontal else (2, 4)) + (() if not vertical else (1, 3))
+        dims = ((2, 4) if horizontal else ()) + ((1, 3) if vertical else ())
         if not dims:
             return self
-        grid = grid.flip(dims)
+        grid = self.kernels.view(self.batch, self.kernel_size, self.kernel_size, self.height, self.width).flip(dims)
         return KernelField(grid.reshape(self.kernels.shape), self.padding, check=False)
 
     def transposed(self) -> 'KernelField':

@@ -42,6 +42,16 @@ def blurred_photo(tmp_path):
     return cv2.cvtColor(sharp, cv2.COLOR_RGB2BGR), str(tmp_path / 'blurry.png'), str(tmp_path / 'field.npz')
 
 
+@pytest.fixture()
+def estimator_checkpoint(tmp_path):
+    """A seeded tiny FlowKernelEstimator (K = 5) saved as ``ke.pth``; returns (network, path)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        estimator = FlowKernelEstimator(kernel_size=5, num_feat=8).eval()
+    torch.save({'params': estimator.state_dict()}, tmp_path / 'ke.pth')
+    return estimator, tmp_path / 'ke.pth'
+
+
 def run_cli(capsys, *args):
     main([str(arg) for arg in args])
     return capsys.readouterr().out
@@ -99,13 +109,10 @@ def test_precondition_reaches_the_solver_and_mixture_needs_a_basis_field(capsys,
     assert "precondition='mixture': expected a BasisField, got KernelField" in err
 
 
-def test_deconvolution_with_an_estimator_checkpoint(capsys, tmp_path, blurred_photo):
+def test_deconvolution_with_an_estimator_checkpoint(capsys, tmp_path, blurred_photo, estimator_checkpoint):
     _, blurry_path, _ = blurred_photo
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        estimator = FlowKernelEstimator(kernel_size=5, num_feat=8).eval()
-    torch.save({'params': estimator.state_dict()}, tmp_path / 'ke.pth')
-    run_cli(capsys, '--method', 'cg', '--blurry', blurry_path, '--estimator', tmp_path / 'ke.pth', '-o',
+    estimator, checkpoint = estimator_checkpoint
+    run_cli(capsys, '--method', 'cg', '--blurry', blurry_path, '--estimator', checkpoint, '-o',
             tmp_path / 'out.png', '--save-field', tmp_path / 'estimated.npz', '--iters', 3)
     from basicsr_blurfield.fields import load_field
     image = torch.from_numpy(cv2.cvtColor(cv2.imread(blurry_path), cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None] / 255
@@ -175,13 +182,11 @@ def test_bad_inputs_give_clear_errors(capsys, tmp_path, blurred_photo):
     assert not os.path.exists(out)
 
 
-def test_tta_and_smooth_sigma_save_the_averaged_estimated_field(capsys, tmp_path, blurred_photo):
+def test_tta_and_smooth_sigma_save_the_averaged_estimated_field(capsys, tmp_path, blurred_photo,
+                                                              estimator_checkpoint):
     _, blurry_path, field_path = blurred_photo
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        estimator = FlowKernelEstimator(kernel_size=5, num_feat=8).eval()
-    torch.save({'params': estimator.state_dict()}, tmp_path / 'ke.pth')
-    run_cli(capsys, '--method', 'rl_tv', '--blurry', blurry_path, '--estimator', tmp_path / 'ke.pth', '-o',
+    estimator, checkpoint = estimator_checkpoint
+    run_cli(capsys, '--method', 'rl_tv', '--blurry', blurry_path, '--estimator', checkpoint, '-o',
             tmp_path / 'out.png', '--save-field', tmp_path / 'smoothed.npz', '--iters', 1, '--smooth-sigma', 2,
             '--tta', 4)
     from basicsr_blurfield.reference_models import AveragedEstimator
@@ -194,7 +199,7 @@ def test_tta_and_smooth_sigma_save_the_averaged_estimated_field(capsys, tmp_path
     err = fail_cli(capsys, '--method', 'cg', '--blurry', blurry_path, '--field', field_path, '-o', out,
                    '--smooth-sigma', 2)
     assert '--smooth-sigma and --tta average an estimated field' in err
-    err = fail_cli(capsys, '--method', 'cg', '--blurry', blurry_path, '--estimator', tmp_path / 'ke.pth', '-o', out,
+    err = fail_cli(capsys, '--method', 'cg', '--blurry', blurry_path, '--estimator', checkpoint, '-o', out,
                    '--smooth-sigma', -1)
     assert '--smooth-sigma: expected a finite number of pixels >= 0' in err
 
