@@ -11,7 +11,10 @@ field, read from ``--field`` (a ``save_field`` archive) or estimated by ``--esti
 read off the weights). ``blind_bks`` runs Algorithm 1 of Tran et al. with the frozen blur operator family F of
 ``--estimator`` (a ``BlurOperatorFamily`` or published KernelWizard checkpoint). The result is written atomically;
 ``--init-code C.npy`` first fits the code generator to a given code (e.g. the mean code of F's training pairs:
-without it F starts from codes it never saw); ``--tta T`` / ``--smooth-sigma S`` average an estimated field over T
+without it F starts from codes it never saw); ``--code-prior P.npz`` (arrays ``mean`` and ``std``, e.g. from
+``benchmarks/bench_blind_deblur.py --save-code-prior``) adds the code's Gaussian negative log-likelihood under F's
+training codes to the objective, weighted by ``--code-prior-weight``, and starts the code at ``mean`` unless
+``--init-code`` is given (our options, not in the paper); ``--tta T`` / ``--smooth-sigma S`` average an estimated field over T
 flips / transposes of the photo / over neighbouring pixels (our option). ``--prior-width`` / ``--prior-levels``
 shrink ``blind_bks``'s deep image prior for a CPU.
 ``--report`` also writes ``<OUT>_report.png``: blurry | field (kernels or trajectories drawn on the photo; for
@@ -93,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help='blind_bks: .npy kernel code (1, D, 1, 1) or (1, D, h, w) the code generator is first fitted to, e.g. '
         'the mean code of training pairs (benchmarks/bench_blind_deblur.py --save-init-code)')
+    parser.add_argument(
+        '--code-prior',
+        default=None,
+        help='blind_bks: .npz with arrays mean and std, (1, D, 1, 1) or (1, D, h, w): a Gaussian over F\'s training '
+        'codes whose negative log-likelihood joins the objective; the code starts at mean unless --init-code is given '
+        '(benchmarks/bench_blind_deblur.py --save-code-prior)')
+    parser.add_argument(
+        '--code-prior-weight', type=float, default=1e-2, help='blind_bks: weight of --code-prior (default 1e-2)')
     add_averaging_arguments(parser, 'rl_tv / cg with --estimator: ')
     parser.add_argument('--device', default='cpu', help='torch device, e.g. cpu or cuda (default cpu)')
     parser.add_argument('--save-field', default=None, help='also save the estimated field (.npz)')
@@ -110,14 +121,17 @@ def check_arguments(args: argparse.Namespace) -> None:
                                '--field is for rl_tv and cg')
     elif args.field is None and args.estimator is None:
         raise RestoreError(f'--method {args.method} needs --field F.npz or --estimator CKPT')
-    if args.init_code is not None and args.method != 'blind_bks':
-        raise RestoreError(f'--init-code is for --method blind_bks, not {args.method}')
+    for name in ('init_code', 'code_prior'):
+        if getattr(args, name) is not None and args.method != 'blind_bks':
+            raise RestoreError(f'--{name.replace("_", "-")} is for --method blind_bks, not {args.method}')
+    if not 0 <= args.code_prior_weight < float('inf'):
+        raise RestoreError(f'--code-prior-weight: expected a finite number >= 0, got {args.code_prior_weight}')
     if (args.smooth_sigma or args.tta > 1) and (args.method == 'blind_bks' or args.estimator is None):
         raise RestoreError('--smooth-sigma and --tta average an estimated field: use them with --method rl_tv or cg '
                            'and --estimator')
     if not 0 <= args.smooth_sigma < float('inf'):
         raise RestoreError(f'--smooth-sigma: expected a finite number of pixels >= 0, got {args.smooth_sigma}')
-    for name in ('field', 'estimator', 'perceptual_weights', 'init_code'):
+    for name in ('field', 'estimator', 'perceptual_weights', 'init_code', 'code_prior'):
         path = getattr(args, name)
         # a bare --estimator word may name a shipped reference model; it is resolved (or refused) when loaded
         maybe_name = name == 'estimator' and path is not None and os.sep not in path and '.' not in path
@@ -157,22 +171,50 @@ def to_bgr8(image):
     return cv2.cvtColor(np.round(rgb * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
 
 
-def load_init_code(path: str, device):
-    """A kernel code saved with ``numpy.save``: (1, D, 1, 1) or (1, D, h, w) float32; its fit to F and the image is
+def code_tensor(code, label: str, device):
+    """A kernel code array (1, D, 1, 1) or (1, D, h, w) of floats as a float32 tensor; its fit to F and the image is
     checked by :func:`~basicsr_blurfield.restoration.blind_deblur.blind_deblur`."""
     import numpy as np
     import torch
+
+    if code.ndim != 4 or code.shape[0] != 1 or not np.issubdtype(code.dtype, np.floating) or code.size == 0:
+        raise RestoreError(f'{label}: expected a float array of shape (1, D, 1, 1) or (1, D, h, w), got '
+                           f'{code.dtype} {code.shape}')
+    if not np.isfinite(code).all():
+        raise RestoreError(f'{label}: the code holds NaN or infinite values')
+    return torch.from_numpy(code.astype(np.float32)).to(device)
+
+
+def load_init_code(path: str, device):
+    """A kernel code saved with ``numpy.save`` (see :func:`code_tensor`)."""
+    import numpy as np
 
     try:
         code = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise RestoreError(f'--init-code {path}: not a .npy array written by numpy.save ({error})') from None
-    if code.ndim != 4 or code.shape[0] != 1 or not np.issubdtype(code.dtype, np.floating) or code.size == 0:
-        raise RestoreError(f'--init-code {path}: expected a float array of shape (1, D, 1, 1) or (1, D, h, w), got '
-                           f'{code.dtype} {code.shape}')
-    if not np.isfinite(code).all():
-        raise RestoreError(f'--init-code {path}: the code holds NaN or infinite values')
-    return torch.from_numpy(code.astype(np.float32)).to(device)
+    if not isinstance(code, np.ndarray):
+        raise RestoreError(f'--init-code {path}: expected one array (.npy), got an archive of several (.npz)')
+    return code_tensor(code, f'--init-code {path}', device)
+
+
+def load_code_prior(path: str, device) -> tuple:
+    """``(mean, std)`` of a code Gaussian saved with ``numpy.savez`` (arrays ``mean`` and ``std``, see
+    :func:`code_tensor`; std > 0)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, EOFError, AttributeError, TypeError) as error:
+        raise RestoreError(f'--code-prior {path}: not a .npz archive written by numpy.savez ({error})') from None
+    if set(arrays) != {'mean', 'std'}:
+        raise RestoreError(f'--code-prior {path}: expected the arrays mean and std, got {sorted(arrays)}')
+    mean, std = (code_tensor(arrays[name], f'--code-prior {path} {name}', device) for name in ('mean', 'std'))
+    if mean.shape != std.shape or not bool((std > 0).all()):
+        raise RestoreError(f'--code-prior {path}: mean and std must have one shape and std > 0, got '
+                           f'{tuple(mean.shape)} / {tuple(std.shape)}, min std {float(std.min()):.3g}')
+    return mean, std
 
 
 def load_field_for(path: str, blurry, device):
@@ -253,6 +295,9 @@ def run(args: argparse.Namespace) -> str:
         _, operator = estimate(args, blurry)
         perceptual = vgg_perceptual(args.perceptual_weights) if args.perceptual_weights else None
         init_code = load_init_code(args.init_code, args.device) if args.init_code else None
+        code_prior = load_code_prior(args.code_prior, args.device) if args.code_prior else None
+        if init_code is None and code_prior is not None:
+            init_code = code_prior[0]
         try:
             result = blind_deblur(
                 blurry,
@@ -263,12 +308,16 @@ def run(args: argparse.Namespace) -> str:
                 seed=args.seed,
                 perceptual=perceptual,
                 init_code=init_code,
+                code_prior=code_prior,
+                code_prior_weight=args.code_prior_weight,
                 num_feat=args.prior_width,
                 num_levels=args.prior_levels)
         except ValueError as error:
-            if init_code is None:
+            if init_code is None and code_prior is None:
                 raise
-            raise RestoreError(f'--init-code {args.init_code}: {error}') from None
+            given = ' / '.join(f'--{name.replace("_", "-")} {getattr(args, name)}'
+                               for name in ('init_code', 'code_prior') if getattr(args, name))
+            raise RestoreError(f'{given}: {error}') from None
         restored, middle = result.image, ('F(x, k)', to_bgr8(result.reblurred))
         detail = f'{result.steps} steps{" (stopped early)" if result.stopped_early else ""}'
     else:

@@ -7,8 +7,9 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/bench_blind_deblur.py --operator /tmp/bks_short_run \\
         [--iters 300] [--modes alternating joint] [--photos astronaut coffee chelsea] [--size 128] [--noise 0] \\
         [--warmup 100] [--kernel-iter 5] [--lr 5e-4] [--num-feat 32] [--num-levels 4] [--num-skip 16] \\
-        [--kernel-weight 1e-3] [--prior-weight 2e-3] [--patience 200] [--seed 0] [--init-code none|mean] \\
-        [--save-init-code C.npy] [--json FILE]
+        [--kernel-weight 1e-3] [--prior-weight 2e-3] [--sparsity-weight 0] [--patience 200] [--seed 0] \\
+        [--init-code none|mean] [--code-prior none|gaussian] [--code-prior-weight 1e-2] [--save-init-code C.npy] \\
+        [--save-code-prior P.npz] [--json FILE]
 
 ``--operator`` is the training benchmark's ``--out`` folder (``net_f.pth`` + ``options.yml``; ``net_g.pth`` too) or a
 ``net_f.pth`` with ``options.yml`` beside it. F is loaded as the CLI loads it (``restoration.estimators.load_network``,
@@ -21,7 +22,11 @@ Case ``i`` comes from ``numpy.random.default_rng([seed, i])``; :func:`blind_debl
 ``--init-code mean`` starts the kernel prior at the kernel space's typical blur: the mean of G's codes (averaged over
 the code grid) over ``--init-pairs`` pairs drawn like the cases but from other seeds (``[seed, 1000 + j]``) and on
 every training photo in turn; it needs ``net_g.pth`` and nothing of the test cases. ``--save-init-code C.npy`` saves
-that code for ``python -m basicsr_blurfield.restore --method blind_bks --init-code C.npy``.
+that code for ``python -m basicsr_blurfield.restore --method blind_bks --init-code C.npy``. ``--code-prior gaussian``
+adds the code's negative log-likelihood under a diagonal Gaussian fitted to those same pairs' codes (per channel mean
+and std over pairs and code cells, ``blind_deblur(code_prior=...)``, weight ``--code-prior-weight``);
+``--save-code-prior P.npz`` saves it for ``restore --code-prior P.npz``. ``--sparsity-weight`` adds the L1/L2 gradient
+prior (``blind_deblur(sparsity_weight=...)``).
 
 Every case runs :func:`blind_deblur` in each mode (``'alternating'``: Algorithm 1, Charbonnier data term;
 ``'joint'``: the released code's joint updates with 1 - SSIM) with ``--iters`` outer steps; the deep image prior is
@@ -126,16 +131,19 @@ def make_case(photo: np.ndarray, data_opt: dict, size: int, noise: float, rng: n
     return {'sharp': item['gt'][None].float(), 'blurry': item['lq'][None].float(), 'field': item['field_type']}
 
 
-def mean_code(extractor, data_opt: dict, scale: int, size: int, count: int, seed: int) -> torch.Tensor:
-    """(1, D, 1, 1): the mean of ``G(x, y)`` over ``count`` training-like pairs and over the code grid."""
+def code_statistics(extractor, data_opt: dict, scale: int, size: int, count: int, seed: int) -> tuple:
+    """``(mean, std)``, each (1, D, 1, 1): per channel, over ``count`` training-like pairs and the code grid cells of
+    ``G(x, y)`` (std floored at 1e-3)."""
     names = [os.path.splitext(os.path.basename(path))[0] for path in bundled_photo_paths()]
     codes = []
     for index in range(count):
         case = make_case(load_photo(names[index % len(names)], scale), data_opt, size, 0.0,
                          np.random.default_rng([seed, 1000 + index]))
         with torch.no_grad():
-            codes.append(extractor(case['sharp'], case['blurry']).mean((2, 3), keepdim=True))
-    return torch.cat(codes).mean(0, keepdim=True)
+            code = extractor(case['sharp'], case['blurry'])
+        codes.append(code.permute(0, 2, 3, 1).reshape(-1, code.shape[1]))
+    codes = torch.cat(codes)
+    return codes.mean(0).view(1, -1, 1, 1), codes.std(0).clamp_min(1e-3).view(1, -1, 1, 1)
 
 
 def main() -> None:
@@ -155,11 +163,19 @@ def main() -> None:
     parser.add_argument('--num-skip', type=int, default=16)
     parser.add_argument('--kernel-weight', type=float, default=1e-3)
     parser.add_argument('--prior-weight', type=float, default=2e-3)
+    parser.add_argument('--sparsity-weight', type=float, default=0.0, help='weight of the L1/L2 sharpness prior')
     parser.add_argument('--patience', type=int, default=200)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--init-code', choices=('none', 'mean'), default='none',
                         help="start G^k at the mean training code (needs net_g.pth) or as initialised (default)")
-    parser.add_argument('--init-pairs', type=int, default=16, help='pairs averaged by --init-code mean')
+    parser.add_argument('--init-pairs', type=int, default=16,
+                        help='pairs averaged by --init-code mean and --code-prior gaussian')
+    parser.add_argument('--code-prior', choices=('none', 'gaussian'), default='none',
+                        help="add the code's Gaussian negative log-likelihood under G's training codes (needs "
+                        'net_g.pth) to the objective (default: none)')
+    parser.add_argument('--code-prior-weight', type=float, default=1e-2)
+    parser.add_argument('--save-code-prior', default=None,
+                        help="save G's code mean and std (.npz) for restore.py --code-prior")
     parser.add_argument('--save-init-code', default=None,
                         help='with --init-code mean: also save the mean code (.npy) for restore.py --init-code')
     parser.add_argument('--threads', type=int, default=1)
@@ -173,11 +189,18 @@ def main() -> None:
     scale = args.photo_scale or photo_scale(data_opt.get('dataroot_gt'))
     _, operator = load_network(net_f)
     extractor = load_extractor(net_g, opt['network_g']) if net_g else None
-    init_code = None
-    if args.init_code == 'mean':
+    init_code = code_prior = None
+    if args.init_code == 'mean' or args.code_prior != 'none' or args.save_code_prior:
         if extractor is None:
-            raise SystemExit(f'error: --init-code mean needs net_g.pth beside {net_f}')
-        init_code = mean_code(extractor, data_opt, scale, args.size, args.init_pairs, args.seed)
+            raise SystemExit(f'error: --init-code mean, --code-prior gaussian and --save-code-prior need net_g.pth '
+                             f'beside {net_f}')
+        statistics = code_statistics(extractor, data_opt, scale, args.size, args.init_pairs, args.seed)
+        code_prior = statistics if args.code_prior == 'gaussian' else None
+        if args.save_code_prior:
+            with atomic_path(args.save_code_prior) as temporary, open(temporary, 'wb') as handle:
+                np.savez(handle, mean=statistics[0].numpy(), std=statistics[1].numpy())
+    if args.init_code == 'mean':
+        init_code = statistics[0]
         if args.save_init_code:
             with atomic_path(args.save_init_code) as temporary, open(temporary, 'wb') as handle:
                 np.save(handle, init_code.numpy())
@@ -186,7 +209,9 @@ def main() -> None:
     print(f'F: {net_f} ({sum(p.numel() for p in operator.parameters()):,} parameters); field types '
           f"{data_opt.get('field_types')}, K={data_opt.get('kernel_size')}, photos reduced {scale}x, "
           f'{args.size}x{args.size}, noise {args.noise}; image prior {args.num_feat} x {args.num_levels} levels, '
-          f'{args.iters} steps (warm-up {args.warmup}), lr {args.lr}, kernel_iter {args.kernel_iter}')
+          f'{args.iters} steps (warm-up {args.warmup}), lr {args.lr}, kernel_iter {args.kernel_iter}, init code '
+          f'{args.init_code}, code prior {args.code_prior}'
+          f"{f' (weight {args.code_prior_weight})' if args.code_prior != 'none' else ''}")
     rows = []
     for index, name in enumerate(args.photos):
         case = make_case(
@@ -206,9 +231,12 @@ def main() -> None:
                 kernel_iter=args.kernel_iter,
                 warmup_iter=args.warmup,
                 init_code=init_code,
+                code_prior=code_prior,
+                code_prior_weight=args.code_prior_weight,
                 lr=args.lr,
                 kernel_weight=args.kernel_weight,
                 prior_weight=args.prior_weight,
+                sparsity_weight=args.sparsity_weight,
                 patience=args.patience,
                 num_feat=args.num_feat,
                 num_skip=args.num_skip,

@@ -25,12 +25,17 @@ global RNG is left untouched) and stop early when the loss has not improved by `
 steps. Any image size: the image prior runs on a size padded to its multiple (at least twice it) and is cropped
 back; the code grid is ``F.code_size(H, W)``.
 
+Our options, off by default, against the trivial solution (an image as blurry as y and a code F maps to near identity):
+``init_code`` starts G^k at a typical training code, ``code_prior=(mean, std)`` adds the code's negative
+log-likelihood under a diagonal Gaussian fitted to F's training codes, ``sparsity_weight`` adds the L1/L2 gradient
+ratio of Krishnan et al. (CVPR 2011), which rises with blur.
+
 Reference: Tran, Tran, Phung, Hoai, "Explore Image Deblurring via Encoded Blur Kernel Space", CVPR 2021, §3.2,
 Alg. 1, eq. (5)-(7); Ulyanov et al., "Deep Image Prior", CVPR 2018. Written from the papers and DESIGN.md.
 """
 import math
 from dataclasses import dataclass, field as dataclass_field
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -38,7 +43,10 @@ from torch import nn
 from basicsr_blurfield.archs.arch_util import crop_to
 from basicsr_blurfield.restoration.deconvolution import image_gradient
 
-__all__ = ['BLIND_MODES', 'BlindDeblurResult', 'blind_deblur', 'charbonnier', 'hyper_laplacian', 'vgg_perceptual']
+__all__ = [
+    'BLIND_MODES', 'BlindDeblurResult', 'blind_deblur', 'charbonnier', 'hyper_laplacian', 'normalized_sparsity',
+    'vgg_perceptual'
+]
 
 BLIND_MODES = ('alternating', 'joint')
 _VGG19_FEATURES = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M', 512, 512, 512, 512, 'M', 512, 512, 512, 512,
@@ -65,6 +73,19 @@ def hyper_laplacian(image: torch.Tensor, alpha: float = 0.8, eps: float = 1e-6) 
         Tensor: () scalar.
     """
     return (image_gradient(image).square().sum(2) + eps).pow(alpha / 2).mean()
+
+
+def normalized_sparsity(image: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Krishnan et al.'s scale-invariant sparsity ``||g||_1 / (sqrt(n) ||g||_2)`` of the forward differences ``g``
+    (n entries), in (0, 1]: blur spreads an edge's gradient over several pixels, so it grows with blur, whereas the
+    hyper-Laplacian is lower for a blurred photo than for the sharp one when blur removes many small texture gradients
+    (the trivial solution of blind deconvolution, Levin et al., CVPR 2009). Not always: dense texture (fur) can lower
+    the ratio under blur.
+
+    Shape: image (N, C, H, W) -> () scalar.
+    """
+    gradient = image_gradient(image).flatten()
+    return gradient.abs().sum() / (gradient.numel()**0.5 * gradient.square().sum().add(eps).sqrt())
 
 
 def vgg_perceptual(weights_path: str, num_layers: int = 18) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -159,7 +180,7 @@ class _ImagePrior(nn.Module):
         return torch.sigmoid(self.out(self.body(noise)))
 
 
-class _CodePrior(nn.Module):
+class _CodeGenerator(nn.Module):
     """G^k of eq. (7): noise (1, Z, h, w) -> code (1, D, h, w) by 1x1 convolutions (one code vector per cell)."""
 
     def __init__(self, noise_channels: int, code_channels: int, num_feat: int):
@@ -196,8 +217,11 @@ class _Objective:
     """The loss of eq. (6) (``'alternating'``) or of the released code (``'joint'``) for one blurry image."""
 
     def __init__(self, operator: nn.Module, blurry: torch.Tensor, mode: str, kernel_weight: float, prior_weight: float,
-                 alpha: float, charbonnier_weight: float, ssim_weight: float, perceptual, perceptual_weight: float):
+                 alpha: float, charbonnier_weight: float, ssim_weight: float, perceptual, perceptual_weight: float,
+                 code_prior, code_prior_weight: float, sparsity_weight: float):
         self.operator, self.blurry, self.mode = operator, blurry, mode
+        self.code_prior, self.code_prior_weight = code_prior, code_prior_weight
+        self.sparsity_weight = sparsity_weight
         self.kernel_weight, self.prior_weight, self.alpha = kernel_weight, prior_weight, alpha
         self.charbonnier_weight, self.ssim_weight = charbonnier_weight, ssim_weight
         self.perceptual, self.perceptual_weight = perceptual, perceptual_weight
@@ -212,6 +236,11 @@ class _Objective:
             if self.perceptual is not None:
                 loss = loss + self.perceptual_weight * self.perceptual(reblurred, self.blurry)
         loss = loss + self.kernel_weight * code.square().mean().sqrt()
+        if self.code_prior is not None:
+            mean, std = self.code_prior
+            loss = loss + self.code_prior_weight * ((code - mean) / std).square().mean()
+        if self.sparsity_weight:
+            loss = loss + self.sparsity_weight * normalized_sparsity(image)
         return loss + self.prior_weight * hyper_laplacian(image, self.alpha)
 
 
@@ -229,6 +258,27 @@ def _check_inputs(blurry: torch.Tensor, operator, mode: str) -> None:
         raise ValueError(f'blurry: the operator takes {operator.num_in_ch}-channel images, got {blurry.shape[1]}')
 
 
+def _check_code_prior(code_prior, code_channels: int, code_grid: tuple, device, dtype) -> tuple:
+    """``(mean, std)`` of a diagonal code Gaussian, checked and broadcast to (1, D, h, w) on ``device``."""
+    expected = [(1, code_channels, 1, 1), (1, code_channels) + code_grid]
+    if not isinstance(code_prior, (tuple, list)) or len(code_prior) != 2:
+        raise ValueError(f'code_prior: expected (mean, std), two tensors of shape {expected[0]} or {expected[1]}, got '
+                         f'{type(code_prior).__name__}')
+    checked = []
+    for name, value in zip(('mean', 'std'), code_prior):
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) not in expected:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f'code_prior {name}: expected shape {expected[0]} or {expected[1]} (this image\'s code '
+                             f'grid), got {shape}')
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f'code_prior {name}: holds NaN or infinite values')
+        checked.append(value.detach().to(device, dtype).expand(expected[1]))
+    if not bool((checked[1] > 0).all()):
+        raise ValueError('code_prior std: every entry must be > 0 (a channel with zero spread: add a floor, e.g. '
+                         'std.clamp_min(1e-3))')
+    return tuple(checked)
+
+
 def blind_deblur(blurry: torch.Tensor,
                  operator: nn.Module,
                  mode: str = 'alternating',
@@ -237,10 +287,13 @@ def blind_deblur(blurry: torch.Tensor,
                  reinit_kernel: bool = False,
                  warmup_iter: int = 100,
                  init_code: Optional[torch.Tensor] = None,
+                 code_prior: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                 code_prior_weight: float = 1e-2,
                  lr: float = 5e-4,
                  kernel_weight: float = 1e-3,
                  prior_weight: float = 2e-3,
                  alpha: float = 0.8,
+                 sparsity_weight: float = 0.0,
                  charbonnier_weight: Optional[float] = None,
                  ssim_weight: float = 1.0,
                  perceptual: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
@@ -271,10 +324,19 @@ def blind_deblur(blurry: torch.Tensor,
             kernel space), so that the image steps start against real blur instead of G^k's random output (near the
             code 0; the blurry image itself then fits almost exactly, the trivial solution x = y). Ours, not in the
             paper. With ``reinit_kernel`` only the first G^k starts there. Default: None (G^k as initialised).
+        code_prior (tuple of Tensor, optional): ``(mean, std)``, each (1, D, 1, 1) or (1, D, h, w), std > 0: a
+            diagonal Gaussian over the codes of F's training pairs (per channel, e.g. over G's codes of training-like
+            pairs). Adds ``code_prior_weight * mean(((k - mean) / std)^2)`` to the objective, the negative
+            log-likelihood of the code up to constants, which keeps k among the blurs F was trained on instead of
+            codes F never saw (those can reproduce y from an image as blurry as y). Ours, not in the paper (whose
+            lambda ||k|| assumes codes centred at 0). Default: None.
+        code_prior_weight (float): its weight. Default: 1e-2.
         lr (float): Adam learning rate of both generators (decayed by 0.7 every 1000 steps). Default: 5e-4.
         kernel_weight (float): lambda of eq. (6), on the code's root-mean-square. Default: 1e-3.
         prior_weight (float): gamma of eq. (6), on the hyper-Laplacian prior. Default: 2e-3.
         alpha (float): exponent of the hyper-Laplacian prior. Default: 0.8.
+        sparsity_weight (float): weight of :func:`normalized_sparsity` of the image, a prior that favours sharp
+            images over blurry ones (Krishnan et al., CVPR 2011). Ours, not in the paper. Default: 0 (off).
         charbonnier_weight (float, optional): weight of rho; default 1 for ``'alternating'`` and 0 for ``'joint'``.
         ssim_weight (float): weight of ``1 - SSIM`` (``'joint'``). Default: 1.
         perceptual (callable, optional): ``(pred, target) -> scalar`` feature distance (``'joint'``), e.g.
@@ -295,7 +357,8 @@ def blind_deblur(blurry: torch.Tensor,
 
     Raises:
         ValueError / TypeError: a batch of images, an unknown mode, an operator that is not a blur operator family,
-            or an ``init_code`` that does not fit the code grid.
+            an ``init_code`` or ``code_prior`` that does not fit the code grid, a ``code_prior`` std that is not
+            positive.
     """
     from tqdm import tqdm
 
@@ -315,25 +378,27 @@ def blind_deblur(blurry: torch.Tensor,
             raise ValueError(f'init_code: expected a code of shape {expected[0]} or {expected[1]} (this image\'s code '
                              f'grid), got {shape}')
         init_code = init_code.detach().to(device, dtype).expand((1, operator.code_channels) + code_grid)
+    if code_prior is not None:
+        code_prior = _check_code_prior(code_prior, operator.code_channels, code_grid, device, dtype)
     generator = torch.Generator().manual_seed(int(seed))
     noise_x = torch.randn((1, noise_channels) + padded, generator=generator).to(device, dtype)
 
-    def new_code_prior():
+    def new_code_net():
         noise = torch.randn((1, code_noise_channels) + code_grid, generator=generator).to(device, dtype)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1, ), generator=generator)))
-            net = _CodePrior(code_noise_channels, operator.code_channels, 256)
+            net = _CodeGenerator(code_noise_channels, operator.code_channels, 256)
         return noise, net.to(device, dtype)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         image_prior = _ImagePrior(noise_channels, channels, num_feat, num_skip, num_levels).to(device, dtype)
-    noise_k, code_prior = new_code_prior()
+    noise_k, code_net = new_code_net()
     was_training = operator.training
     flags = [param.requires_grad for param in operator.parameters()]
     operator.eval().requires_grad_(False)
     objective = _Objective(operator, blurry, mode, kernel_weight, prior_weight, alpha, charbonnier_weight, ssim_weight,
-                           perceptual, perceptual_weight)
+                           perceptual, perceptual_weight, code_prior, code_prior_weight, sparsity_weight)
 
     def adam(net):
         optimizer = torch.optim.Adam(net.parameters(), lr=lr)
@@ -346,41 +411,41 @@ def blind_deblur(blurry: torch.Tensor,
         image=blurry, code=blurry.new_zeros((1, operator.code_channels) + code_grid), reblurred=blurry)
     try:
         image_opt, image_sched = adam(image_prior)
-        code_opt, code_sched = adam(code_prior)
+        code_opt, code_sched = adam(code_net)
         for _ in range(int(warmup_iter)):
             image_opt.zero_grad()
             (image() - blurry).square().mean().backward()
             image_opt.step()
             if init_code is not None:
                 code_opt.zero_grad()
-                (code_prior(noise_k) - init_code).square().mean().backward()
+                (code_net(noise_k) - init_code).square().mean().backward()
                 code_opt.step()
         image_opt, image_sched = adam(image_prior)
-        code_opt, code_sched = adam(code_prior)
+        code_opt, code_sched = adam(code_net)
         best, since_best = math.inf, 0
         bar = tqdm(range(int(num_iter)), desc=f'blind deblur ({mode})', disable=not progress, leave=False)
         for _ in bar:
             if mode == 'alternating':
                 if reinit_kernel:
-                    noise_k, code_prior = new_code_prior()
-                    code_opt, code_sched = adam(code_prior)
+                    noise_k, code_net = new_code_net()
+                    code_opt, code_sched = adam(code_net)
                 fixed_image, previous = image().detach(), math.inf
                 for _ in range(int(kernel_iter)):
                     code_opt.zero_grad()
-                    loss = objective(fixed_image, code_prior(noise_k))
+                    loss = objective(fixed_image, code_net(noise_k))
                     loss.backward()
                     code_opt.step()
                     if previous - float(loss.detach()) < tol * abs(previous):
                         break
                     previous = float(loss.detach())
                 image_opt.zero_grad()
-                loss = objective(image(), code_prior(noise_k).detach())
+                loss = objective(image(), code_net(noise_k).detach())
                 loss.backward()
                 image_opt.step()
             else:
                 image_opt.zero_grad()
                 code_opt.zero_grad()
-                loss = objective(image(), code_prior(noise_k))
+                loss = objective(image(), code_net(noise_k))
                 loss.backward()
                 image_opt.step()
                 code_opt.step()
@@ -400,7 +465,7 @@ def blind_deblur(blurry: torch.Tensor,
         bar.close()
         with torch.no_grad():
             result.image = image().clamp(0, 1)
-            result.code = code_prior(noise_k)
+            result.code = code_net(noise_k)
             result.reblurred = operator(result.image, result.code).clamp(0, 1)
     finally:
         operator.train(was_training)

@@ -5,7 +5,8 @@ import torch
 
 import basicsr_blurfield  # noqa: F401  (compat: torchvision import)
 from basicsr_blurfield.archs.blur_kernel_space_arch import BlurOperatorFamily
-from basicsr_blurfield.restoration.blind_deblur import blind_deblur, charbonnier, hyper_laplacian, vgg_perceptual
+from basicsr_blurfield.restoration.blind_deblur import (blind_deblur, charbonnier, hyper_laplacian, normalized_sparsity,
+                                                       vgg_perceptual)
 
 TINY = dict(num_iter=12, warmup_iter=2, num_feat=8, num_skip=4, num_levels=2, progress=False)
 
@@ -77,6 +78,49 @@ def test_init_code_starts_the_code_prior_at_the_given_code():
     assert torch.allclose(full.code, started.code)
     with pytest.raises(ValueError, match='init_code: expected a code of shape \\(1, 16, 1, 1\\)'):
         blind_deblur(blurry, operator, init_code=torch.zeros(1, 8, 1, 1), **TINY)
+
+
+def test_code_prior_adds_the_gaussian_negative_log_likelihood_and_pulls_the_code_to_its_mean():
+    operator, blurry = tiny_operator(), blurry_photo()
+    mean = torch.linspace(-1, 1, 16).view(1, 16, 1, 1)
+    std = torch.full((1, 16, 1, 1), 0.1)
+    # the joint mode's first loss is taken at the generators' initial outputs, the same in every run of one seed
+    options = dict(TINY, mode='joint', num_iter=1, warmup_iter=0)
+    plain = blind_deblur(blurry, operator, seed=0, **options)
+    weighted = blind_deblur(blurry, operator, seed=0, code_prior=(mean, std), code_prior_weight=0.5, **options)
+    initial = blind_deblur(blurry, operator, seed=0, **dict(options, num_iter=0)).code
+    term = 0.5 * ((initial - mean) / std).square().mean()
+    assert torch.isclose(torch.tensor(weighted.losses[0] - plain.losses[0]), term, rtol=1e-4)
+    # a strong prior drags the code to its mean; without it the code stays where G^k put it
+    pulled = blind_deblur(blurry, operator, seed=0, code_prior=(mean, std), code_prior_weight=10.0,
+                          **dict(TINY, num_iter=30, kernel_iter=5, warmup_iter=0))
+    assert (pulled.code - mean).abs().mean() < 0.5 * (initial - mean).abs().mean()
+    grid = (1, 16) + operator.code_size(30, 36)
+    with pytest.raises(ValueError, match='code_prior std: every entry must be > 0'):
+        blind_deblur(blurry, operator, code_prior=(mean, torch.zeros(1, 16, 1, 1)), **TINY)
+    with pytest.raises(ValueError, match='code_prior mean: expected shape \\(1, 16, 1, 1\\)'):
+        blind_deblur(blurry, operator, code_prior=(torch.zeros(1, 8, 1, 1), std), **TINY)
+    with pytest.raises(ValueError, match='code_prior: expected \\(mean, std\\)'):
+        blind_deblur(blurry, operator, code_prior=mean, **TINY)
+    with pytest.raises(ValueError, match='code_prior std: holds NaN'):
+        blind_deblur(blurry, operator, code_prior=(mean, torch.full(grid, float('nan'))), **TINY)
+
+
+def test_sparsity_prior_is_the_l1_over_l2_ratio_and_rises_with_blur():
+    ramp = torch.arange(6, dtype=torch.float64).mul(0.1).expand(1, 1, 4, 6)
+    # 20 differences of 0.1 among 48 entries: 2.0 / (sqrt(48) * sqrt(20 * 0.01))
+    assert torch.isclose(normalized_sparsity(ramp), torch.tensor(2.0 / (48**0.5 * 0.2**0.5), dtype=torch.float64))
+    edge = torch.zeros(1, 1, 16, 16)
+    edge[..., 8:] = 1
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(edge, (2, 2, 0, 0), mode='replicate'), (1, 5), 1)
+    assert float(normalized_sparsity(blurred)) > float(normalized_sparsity(edge))
+    operator, blurry = tiny_operator(), blurry_photo()
+    options = dict(TINY, mode='joint', num_iter=1, warmup_iter=0)
+    plain = blind_deblur(blurry, operator, seed=0, **options)
+    weighted = blind_deblur(blurry, operator, seed=0, sparsity_weight=0.3, **options)
+    initial = blind_deblur(blurry, operator, seed=0, **dict(options, num_iter=0)).image
+    expected = 0.3 * normalized_sparsity(initial)
+    assert torch.isclose(torch.tensor(weighted.losses[0] - plain.losses[0]), expected, rtol=1e-4)
 
 
 def test_loss_terms_match_their_formulas():

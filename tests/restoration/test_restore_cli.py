@@ -204,15 +204,17 @@ def test_tta_and_smooth_sigma_save_the_averaged_estimated_field(capsys, tmp_path
     assert '--smooth-sigma: expected a finite number of pixels >= 0' in err
 
 
-def test_blind_deblurring_starts_from_an_init_code_file_and_refuses_bad_ones(capsys, tmp_path, blurred_photo,
+def test_blind_deblurring_takes_init_code_and_code_prior_files_and_refuses_bad_ones(capsys, tmp_path, blurred_photo,
                                                                            monkeypatch):
     from basicsr_blurfield.restoration import blind_deblur as module
     _, blurry_path, field_path = blurred_photo
-    received, real = [], module.blind_deblur
+    received, priors, weights, real = [], [], [], module.blind_deblur
 
     def spy(*args, **kwargs):
         assert kwargs['num_feat'] == 8 and kwargs['num_levels'] == 2
         received.append(kwargs['init_code'])
+        priors.append(kwargs['code_prior'])
+        weights.append(kwargs['code_prior_weight'])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, 'blind_deblur', spy)
@@ -243,6 +245,35 @@ def test_blind_deblurring_starts_from_an_init_code_file_and_refuses_bad_ones(cap
     err = fail_cli(capsys, '--method', 'cg', '--blurry', blurry_path, '--field', field_path, '-o', out,
                    '--init-code', tmp_path / 'code.npy')
     assert '--init-code is for --method blind_bks, not cg' in err
+    # --code-prior: the Gaussian joins the objective and the code starts at its mean unless --init-code is given
+    mean, std = np.full((1, 16, 1, 1), 0.25, np.float32), np.full((1, 16, 1, 1), 2.0, np.float32)
+    np.savez(tmp_path / 'prior.npz', mean=mean, std=std)
+    run_cli(capsys, *common, '-o', tmp_path / 'prior.png', '--code-prior', tmp_path / 'prior.npz',
+            '--code-prior-weight', 0.5)
+    assert torch.equal(received[-1], torch.from_numpy(mean))
+    assert torch.equal(priors[-1][0], torch.from_numpy(mean)) and torch.equal(priors[-1][1], torch.from_numpy(std))
+    assert weights[-1] == 0.5
+    run_cli(capsys, *common, '-o', tmp_path / 'both.png', '--code-prior', tmp_path / 'prior.npz', '--init-code',
+            tmp_path / 'code.npy')
+    assert torch.equal(received[-1], torch.full((1, 16, 1, 1), 0.5)) and weights[-1] == 1e-2
+    np.savez(tmp_path / 'one.npz', mean=mean)
+    err = fail_cli(capsys, *common, '-o', out, '--code-prior', tmp_path / 'one.npz')
+    assert 'expected the arrays mean and std, got [\'mean\']' in err
+    np.savez(tmp_path / 'zero.npz', mean=mean, std=np.zeros_like(std))
+    err = fail_cli(capsys, *common, '-o', out, '--code-prior', tmp_path / 'zero.npz')
+    assert 'mean and std must have one shape and std > 0' in err
+    np.savez(tmp_path / 'wide.npz', mean=np.zeros((1, 8, 1, 1), np.float32), std=np.ones((1, 8, 1, 1), np.float32))
+    err = fail_cli(capsys, *common, '-o', out, '--code-prior', tmp_path / 'wide.npz')
+    assert 'error: --code-prior' in err and 'expected a code of shape (1, 16, 1, 1)' in err
+    err = fail_cli(capsys, *common, '-o', out, '--code-prior', tmp_path / 'code.npy')
+    assert 'not a .npz archive written by numpy.savez' in err
+    err = fail_cli(capsys, *common, '-o', out, '--init-code', tmp_path / 'prior.npz')
+    assert 'expected one array (.npy), got an archive' in err
+    err = fail_cli(capsys, *common, '-o', out, '--code-prior', tmp_path / 'prior.npz', '--code-prior-weight', -1)
+    assert '--code-prior-weight: expected a finite number >= 0, got -1.0' in err
+    err = fail_cli(capsys, '--method', 'cg', '--blurry', blurry_path, '--field', field_path, '-o', out,
+                   '--code-prior', tmp_path / 'prior.npz')
+    assert '--code-prior is for --method blind_bks, not cg' in err
     err = fail_cli(capsys, *common[:-4], '-o', out, '--prior-width', 0)
     assert '--prior-width / --prior-levels: expected positive numbers, got 0 / 5' in err
     assert not os.path.exists(out)
