@@ -14,9 +14,9 @@ read off the weights). ``blind_bks`` runs Algorithm 1 of Tran et al. with the fr
 without it F starts from codes it never saw); ``--code-prior P.npz`` (arrays ``mean`` and ``std``, e.g. from
 ``benchmarks/bench_blind_deblur.py --save-code-prior``) adds the code's Gaussian negative log-likelihood under F's
 training codes to the objective, weighted by ``--code-prior-weight``, and starts the code at ``mean`` unless
-``--init-code`` is given (our options, not in the paper); ``--tta T`` / ``--smooth-sigma S`` average an estimated field over T
-flips / transposes of the photo / over neighbouring pixels (our option). ``--prior-width`` / ``--prior-levels``
-shrink ``blind_bks``'s deep image prior for a CPU.
+``--init-code`` is given (our options, not in the paper); ``--tta T`` / ``--smooth-sigma S`` average an estimated
+field over T flips / transposes of the photo / over neighbouring pixels (our option). ``--prior-width`` /
+``--prior-levels`` shrink ``blind_bks``'s deep image prior for a CPU.
 ``--report`` also writes ``<OUT>_report.png``: blurry | field (kernels or trajectories drawn on the photo; for
 ``blind_bks`` the re-blurred result F(x, k)) | result. Errors print ``error: ...`` and exit with status 2.
 """

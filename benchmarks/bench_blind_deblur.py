@@ -38,14 +38,17 @@ run, and the wall time of the :func:`blind_deblur` call (one intra-op thread by 
 
 Measured (shared 2-core VM, 1 thread), F from ``bench_blur_kernel_space_training.py`` at its earlier defaults
 (1600 iterations, lr 1.5e-3; 331 s of training; reblur 28.64 dB vs identity 27.32), this script at its defaults
-(460 s wall): the blurry input 25.30 dB mean, alternating 25.09 (-0.21; data fit 38.80 dB), joint 23.45 (-1.85; data fit 30.53), about 92 / 59 s per case. The
-oracle fit is only 26.56 dB, against data fits of 30-40 dB: the short F reproduces y from a blurry x (near identity)
-better than from the sharp one, so the optimum is the blurry image itself; no gain over the input at this F. Tables:
+(460 s wall): the blurry input 25.30 dB mean, alternating 25.09 (-0.21; data fit 38.80 dB), joint 23.45 (-1.85; data
+fit 30.53), about 92 / 59 s per case. The oracle fit is only 26.56 dB, against data fits of 30-40 dB: the short F
+reproduces y from a blurry x (near identity) better than from the sharp one, so the optimum is the blurry image
+itself; no gain over the input at this F. Tables:
 benchmarks/README.md, section "Blind deblurring with a short-trained F". That F, trained at lr 1.5e-3, may ignore
 its code (the 8000-step run at that rate does exactly: see bench_blur_kernel_space_training.py). With F from
 ``--iters 6000 --lr 3e-4`` (830 s, it reads its code) and ``--init-code mean``: alternating +0.03 dB on average at 300
 steps (+0.11 / +0.31 / -0.31 dB per case), +0.16 dB at ``--iters 800`` (+0.14 / +0.43 / -0.09); without
-``--init-code`` the alternating mode falls to -3.58 dB; joint -0.48 / -0.42 dB.
+``--init-code`` the alternating mode falls to -3.58 dB; joint -0.48 / -0.42 dB. With F from ``--iters 16000``,
+800 steps and ``--init-code mean``: -0.20 dB (+0.11 / +0.37 / -1.09); adding ``--code-prior gaussian``: +0.21 dB
+(+0.13 / +0.48 / +0.03) at weight 1e-2, +0.06 dB at 1e-1.
 """
 import argparse
 import json

@@ -326,10 +326,10 @@ def blind_deblur(blurry: torch.Tensor,
             paper. With ``reinit_kernel`` only the first G^k starts there. Default: None (G^k as initialised).
         code_prior (tuple of Tensor, optional): ``(mean, std)``, each (1, D, 1, 1) or (1, D, h, w), std > 0: a
             diagonal Gaussian over the codes of F's training pairs (per channel, e.g. over G's codes of training-like
-            pairs). Adds ``code_prior_weight * mean(((k - mean) / std)^2)`` to the objective, the negative
-            log-likelihood of the code up to constants, which keeps k among the blurs F was trained on instead of
-            codes F never saw (those can reproduce y from an image as blurry as y). Ours, not in the paper (whose
-            lambda ||k|| assumes codes centred at 0). Default: None.
+            pairs). Adds ``code_prior_weight * mean(((k - mean) / std)^2)`` to the objective (the code's Gaussian
+            negative log-likelihood, up to a constant and a factor), which keeps k among the blurs F was trained on
+            instead of codes F never saw (those can reproduce y from an image as blurry as y). Ours, not in the paper
+            (whose lambda ||k|| assumes codes centred at 0). Default: None.
         code_prior_weight (float): its weight. Default: 1e-2.
         lr (float): Adam learning rate of both generators (decayed by 0.7 every 1000 steps). Default: 5e-4.
         kernel_weight (float): lambda of eq. (6), on the code's root-mean-square. Default: 1e-3.
