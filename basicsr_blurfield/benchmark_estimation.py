@@ -54,6 +54,7 @@ from tqdm import tqdm
 
 from basicsr_blurfield.atomic import atomic_path, imwrite, write_text
 from basicsr_blurfield.cli import ScriptError, add_averaging_arguments, averaging_label, read_image_rgb, rgb_tensor
+from basicsr_blurfield.data.synthetic_blur_dataset import HELD_OUT_PHOTOS
 from basicsr_blurfield.fields import BasisField, load_field
 from basicsr_blurfield.losses.kernel_loss import KernelLoss, constant_field, mean_kernel, textured_mask
 from basicsr_blurfield.losses.reblur_loss import reblur_psnr
@@ -66,7 +67,6 @@ __all__ = [
 ]
 
 RESULT_FORMAT = 'basicsr_blurfield.benchmark_estimation/1'
-HELD_OUT_PHOTOS = ('retina.jpg', 'brick.png', 'grass.png', 'gravel.png', 'coins.png', 'moon.png', 'cell.png')
 FIELD_TYPES = ('region', 'smooth', 'linear')
 NOISE_LEVELS = (0.0, 0.01)
 SUBSET_SEEDS = {'region': 2101, 'smooth': 2102, 'linear': 2103}

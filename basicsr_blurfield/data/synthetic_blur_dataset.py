@@ -48,20 +48,33 @@ FIELD_TYPES = ('region', 'smooth', 'linear')
 REPRESENTATIONS = ('basis', 'offset')
 BUNDLED_PHOTOS = ('astronaut.png', 'camera.png', 'coffee.png', 'chelsea.png', 'rocket.jpg', 'hubble_deep_field.jpg',
                   'ihc.png', 'motorcycle_left.png')
+# scikit-image photos kept for the public estimation benchmark (``basicsr_blurfield.benchmark_estimation``): no
+# training option may use them
+HELD_OUT_PHOTOS = ('retina.jpg', 'brick.png', 'grass.png', 'gravel.png', 'coins.png', 'moon.png', 'cell.png')
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, RGB order
 
 
-def bundled_photo_paths() -> list:
-    """Paths of the CC0 photos bundled with scikit-image (offline): astronaut, camera, coffee, chelsea, rocket,
-    hubble_deep_field, immunohistochemistry, motorcycle_left."""
+def bundled_photo_paths(names=BUNDLED_PHOTOS) -> list:
+    """Paths of photos bundled with scikit-image (offline), by file name; default the CC0 photos astronaut, camera,
+    coffee, chelsea, rocket, hubble_deep_field, immunohistochemistry, motorcycle_left. Names must exist in
+    ``skimage.data.data_dir`` and must not be benchmark photos (:data:`HELD_OUT_PHOTOS`)."""
     import skimage.data
 
-    return [os.path.join(skimage.data.data_dir, name) for name in BUNDLED_PHOTOS]
+    names = [names] if isinstance(names, str) else list(names)
+    held_out = sorted(set(names) & set(HELD_OUT_PHOTOS))
+    if held_out:
+        raise ValueError(f'bundled_photos: {held_out} are held out for the estimation benchmark; choose others')
+    missing = [name for name in names if not os.path.isfile(os.path.join(skimage.data.data_dir, name))]
+    if missing or not names:
+        raise ValueError(f'bundled_photos: expected file names in {skimage.data.data_dir}, got {missing or names}')
+    return [os.path.join(skimage.data.data_dir, name) for name in names]
 
 
-def list_sharp_images(root: Optional[str], backend: str = 'disk') -> list:
-    """Sharp image paths (disk, recursive, sorted) or lmdb keys (``meta_info.txt``); bundled photos for None."""
+def list_sharp_images(root: Optional[str], backend: str = 'disk', bundled=BUNDLED_PHOTOS) -> list:
+    """Sharp image paths (disk, recursive, sorted) or lmdb keys (``meta_info.txt``); for None the ``bundled``
+    scikit-image photos."""
     if root is None:
-        return bundled_photo_paths()
+        return bundled_photo_paths(bundled)
     if backend == 'lmdb':
         return read_lmdb_keys(root)
     if not os.path.isdir(root):
@@ -243,7 +256,9 @@ class SyntheticBlurDataset(data.Dataset):
     repeated indices still give new draws), ``seed`` (default 0), ``phase``, ``field_types`` (ratios,
     default ``{region: 0.6, smooth: 0.2, linear: 0.2}``), ``field_representation`` (``basis`` | ``offset``),
     ``max_regions`` (3), ``min_region_area`` (400), ``basis_grid`` (3), ``num_steps`` (15), ``gamma`` (~ or 2.2),
-    ``noise_std`` (~, float or [low, high]), ``poisson_peak`` (~ or photons at white).
+    ``noise_std`` (~, float or [low, high]), ``poisson_peak`` (~ or photons at white), ``bundled_photos`` (without
+    ``dataroot_gt``: scikit-image file names, default :data:`BUNDLED_PHOTOS`; benchmark photos are refused),
+    ``gray_prob`` (probability that a crop becomes its BT.601 luma on all three channels, default 0).
 
     Items: ``lq``, ``gt`` (3, H, W) float32 RGB in [0, 1]; ``lq_path``, ``gt_path`` (str: the source path with
     ``_<index>`` appended to its stem, so saved validation images get distinct names); ``weight`` (1, H, W)
@@ -253,7 +268,8 @@ class SyntheticBlurDataset(data.Dataset):
     """
 
     option_keys = ('kernel_size', 'num_samples', 'seed', 'field_types', 'field_representation', 'max_regions',
-                   'min_region_area', 'basis_grid', 'num_steps', 'gamma', 'noise_std', 'poisson_peak')
+                   'min_region_area', 'basis_grid', 'num_steps', 'gamma', 'noise_std', 'poisson_peak', 'bundled_photos',
+                   'gray_prob')
 
     def __init__(self, opt: dict):
         super().__init__()
@@ -265,7 +281,9 @@ class SyntheticBlurDataset(data.Dataset):
             raise ValueError(f"io_backend.type: expected one of ('disk', 'lmdb'), got {backend!r}")
         if backend == 'lmdb' and self.root is None:
             raise ValueError('io_backend lmdb: expected dataroot_gt (a .lmdb folder), got None')
-        self.paths = list_sharp_images(self.root, backend)
+        if self.root is not None and opt.get('bundled_photos') is not None:
+            raise ValueError('bundled_photos: only used without dataroot_gt; remove one of the two')
+        self.paths = list_sharp_images(self.root, backend, opt.get('bundled_photos') or BUNDLED_PHOTOS)
         if backend == 'lmdb':
             self.io_backend_opt['db_paths'] = [self.root]
             self.io_backend_opt['client_keys'] = ['gt']
@@ -286,6 +304,9 @@ class SyntheticBlurDataset(data.Dataset):
         self.num_samples = opt.get('num_samples') or len(self.paths)
         self.seed = int(opt.get('seed', 0))
         self.phase = opt.get('phase', 'train')
+        self.gray_prob = float(opt.get('gray_prob') or 0.0)
+        if not 0.0 <= self.gray_prob <= 1.0:
+            raise ValueError(f'gray_prob: expected a probability in [0, 1], got {self.gray_prob}')
         self._draws = 0
 
     def __len__(self) -> int:
@@ -324,6 +345,8 @@ class SyntheticBlurDataset(data.Dataset):
                 crop = crop[::-1]
             if rng.random() < 0.5:
                 crop = crop.transpose(1, 0, 2)
+        if self.gray_prob > 0 and rng.random() < self.gray_prob:
+            crop = np.repeat(crop @ LUMA_WEIGHTS, 3).reshape(crop.shape)
         return np.ascontiguousarray(crop)
 
     def __getitem__(self, index: int) -> dict:

@@ -186,3 +186,28 @@ def test_yaml_options_build_a_basicsr_training_dataloader():
     batch = next(iter(loader))
     assert batch['lq'].shape == (2, 3, 24, 24) and batch['field_mixing'].shape == (2, 9, 24, 24)
     assert field_from_batch(batch).batch == 2
+
+
+def test_gray_prob_turns_crops_into_their_luma_on_all_channels():
+    colour = SyntheticBlurDataset(_opt(field_types={'linear': 1.0}))
+    gray = SyntheticBlurDataset(_opt(field_types={'linear': 1.0}, gray_prob=1.0))
+    for index in (0, 2):  # astronaut, coffee (camera, index 1, is grey already)
+        item = gray[index]
+        assert torch.equal(item['gt'][0], item['gt'][1]) and torch.equal(item['gt'][1], item['gt'][2])
+        assert torch.allclose(item['lq'][0], item['lq'][2], atol=1e-6)
+        assert not torch.equal(colour[index]['gt'][0], colour[index]['gt'][2])
+    assert torch.equal(SyntheticBlurDataset(_opt(gray_prob=0.0))[2]['lq'], SyntheticBlurDataset(_opt())[2]['lq'])
+    with pytest.raises(ValueError, match=r'gray_prob: expected a probability in \[0, 1\]'):
+        SyntheticBlurDataset(_opt(gray_prob=1.5))
+
+
+def test_bundled_photos_option_chooses_scikit_image_files_and_refuses_benchmark_photos():
+    dataset = SyntheticBlurDataset(_opt(bundled_photos=['text.png', 'page.png'], num_samples=4))
+    assert [path.rsplit('/', 1)[-1] for path in dataset.paths] == ['text.png', 'page.png']
+    assert dataset[1]['gt_path'].endswith('page_000001.png') and dataset[1]['gt'].shape == (3, 40, 40)
+    with pytest.raises(ValueError, match=r"\['moon.png'\] are held out for the estimation benchmark"):
+        SyntheticBlurDataset(_opt(bundled_photos=['text.png', 'moon.png']))
+    with pytest.raises(ValueError, match='expected file names in'):
+        SyntheticBlurDataset(_opt(bundled_photos=['no_such_photo.png']))
+    with pytest.raises(ValueError, match='only used without dataroot_gt'):
+        SyntheticBlurDataset(_opt(dataroot_gt='/tmp', bundled_photos=['text.png']))
