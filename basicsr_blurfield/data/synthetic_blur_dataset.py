@@ -51,7 +51,6 @@ BUNDLED_PHOTOS = ('astronaut.png', 'camera.png', 'coffee.png', 'chelsea.png', 'r
 # scikit-image photos kept for the public estimation benchmark (``basicsr_blurfield.benchmark_estimation``): no
 # training option may use them
 HELD_OUT_PHOTOS = ('retina.jpg', 'brick.png', 'grass.png', 'gravel.png', 'coins.png', 'moon.png', 'cell.png')
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, RGB order
 
 
 def bundled_photo_paths(names=BUNDLED_PHOTOS) -> list:
@@ -283,7 +282,8 @@ class SyntheticBlurDataset(data.Dataset):
             raise ValueError('io_backend lmdb: expected dataroot_gt (a .lmdb folder), got None')
         if self.root is not None and opt.get('bundled_photos') is not None:
             raise ValueError('bundled_photos: only used without dataroot_gt; remove one of the two')
-        self.paths = list_sharp_images(self.root, backend, opt.get('bundled_photos') or BUNDLED_PHOTOS)
+        bundled = opt.get('bundled_photos')
+        self.paths = list_sharp_images(self.root, backend, BUNDLED_PHOTOS if bundled is None else bundled)
         if backend == 'lmdb':
             self.io_backend_opt['db_paths'] = [self.root]
             self.io_backend_opt['client_keys'] = ['gt']
@@ -346,7 +346,8 @@ class SyntheticBlurDataset(data.Dataset):
             if rng.random() < 0.5:
                 crop = crop.transpose(1, 0, 2)
         if self.gray_prob > 0 and rng.random() < self.gray_prob:
-            crop = np.repeat(crop @ LUMA_WEIGHTS, 3).reshape(crop.shape)
+            luma = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)  # BT.601 weights
+            crop = cv2.cvtColor(luma, cv2.COLOR_GRAY2RGB)
         return np.ascontiguousarray(crop)
 
     def __getitem__(self, index: int) -> dict:

@@ -196,6 +196,8 @@ def test_gray_prob_turns_crops_into_their_luma_on_all_channels():
         assert torch.equal(item['gt'][0], item['gt'][1]) and torch.equal(item['gt'][1], item['gt'][2])
         assert torch.allclose(item['lq'][0], item['lq'][2], atol=1e-6)
         assert not torch.equal(colour[index]['gt'][0], colour[index]['gt'][2])
+        luma = torch.tensordot(torch.tensor([0.299, 0.587, 0.114]), colour[index]['gt'], dims=1)  # BT.601
+        assert torch.allclose(item['gt'][0], luma, atol=1e-5)
     assert torch.equal(SyntheticBlurDataset(_opt(gray_prob=0.0))[2]['lq'], SyntheticBlurDataset(_opt())[2]['lq'])
     with pytest.raises(ValueError, match=r'gray_prob: expected a probability in \[0, 1\]'):
         SyntheticBlurDataset(_opt(gray_prob=1.5))
@@ -209,5 +211,7 @@ def test_bundled_photos_option_chooses_scikit_image_files_and_refuses_benchmark_
         SyntheticBlurDataset(_opt(bundled_photos=['text.png', 'moon.png']))
     with pytest.raises(ValueError, match='expected file names in'):
         SyntheticBlurDataset(_opt(bundled_photos=['no_such_photo.png']))
+    with pytest.raises(ValueError, match=r'expected file names in .*, got \[\]'):
+        SyntheticBlurDataset(_opt(bundled_photos=[]))
     with pytest.raises(ValueError, match='only used without dataroot_gt'):
         SyntheticBlurDataset(_opt(dataroot_gt='/tmp', bundled_photos=['text.png']))
