@@ -1,7 +1,8 @@
 """Synthetic non-uniform blur with ground-truth fields (Carbajal et al. §3.3, extended with smooth fields).
 
-Each item takes a sharp crop, draws a random blur field (``basicsr_blurfield.fields.generators``) and blurs the crop
-with the field's own ``blur`` (gather form, eq. 1-2 of Carbajal et al.). Field types, drawn per item with the
+Each item takes a sharp crop (or, with ``dead_leaves_prob``, a dead-leaves image in the photo's colours:
+:mod:`.dead_leaves`), draws a random blur field (``basicsr_blurfield.fields.generators``) and blurs the crop with the
+field's own ``blur`` (gather form, eq. 1-2 of Carbajal et al.). Field types, drawn per item with the
 ratios of option ``field_types``:
 
 * ``region``: background + up to ``max_regions`` regions with their own camera-shake kernels, masks blurred by their
@@ -40,6 +41,7 @@ from torch.utils import data
 
 from basicsr.utils import FileClient, imfrombytes
 from basicsr.utils.registry import DATASET_REGISTRY
+from basicsr_blurfield.data.dead_leaves import dead_leaves_image
 from basicsr_blurfield.data.paired_blur_dataset import IMAGE_EXTENSIONS, list_images, read_lmdb_keys
 from basicsr_blurfield.fields import BasisField, BlurField, OffsetField
 from basicsr_blurfield.fields import generators as gen
@@ -51,6 +53,7 @@ BUNDLED_PHOTOS = ('astronaut.png', 'camera.png', 'coffee.png', 'chelsea.png', 'r
 # scikit-image photos kept for the public estimation benchmark (``basicsr_blurfield.benchmark_estimation``): no
 # training option may use them
 HELD_OUT_PHOTOS = ('retina.jpg', 'brick.png', 'grass.png', 'gravel.png', 'coins.png', 'moon.png', 'cell.png')
+PALETTE_SIZE = 256  # photo pixels a dead-leaves crop takes its colours from
 
 
 def bundled_photo_paths(names=BUNDLED_PHOTOS) -> list:
@@ -257,7 +260,9 @@ class SyntheticBlurDataset(data.Dataset):
     ``max_regions`` (3), ``min_region_area`` (400), ``basis_grid`` (3), ``num_steps`` (15), ``gamma`` (~ or 2.2),
     ``noise_std`` (~, float or [low, high]), ``poisson_peak`` (~ or photons at white), ``bundled_photos`` (without
     ``dataroot_gt``: scikit-image file names, default :data:`BUNDLED_PHOTOS`; benchmark photos are refused),
-    ``gray_prob`` (probability that a crop becomes its BT.601 luma on all three channels, default 0).
+    ``gray_prob`` (probability that a crop becomes its BT.601 luma on all three channels, default 0),
+    ``dead_leaves_prob`` (probability that the crop is a dead-leaves image, :mod:`.dead_leaves`, coloured from the
+    photo's pixels instead; default 0).
 
     Items: ``lq``, ``gt`` (3, H, W) float32 RGB in [0, 1]; ``lq_path``, ``gt_path`` (str: the source path with
     ``_<index>`` appended to its stem, so saved validation images get distinct names); ``weight`` (1, H, W)
@@ -268,7 +273,7 @@ class SyntheticBlurDataset(data.Dataset):
 
     option_keys = ('kernel_size', 'num_samples', 'seed', 'field_types', 'field_representation', 'max_regions',
                    'min_region_area', 'basis_grid', 'num_steps', 'gamma', 'noise_std', 'poisson_peak', 'bundled_photos',
-                   'gray_prob')
+                   'gray_prob', 'dead_leaves_prob')
 
     def __init__(self, opt: dict):
         super().__init__()
@@ -305,8 +310,10 @@ class SyntheticBlurDataset(data.Dataset):
         self.seed = int(opt.get('seed', 0))
         self.phase = opt.get('phase', 'train')
         self.gray_prob = float(opt.get('gray_prob') or 0.0)
-        if not 0.0 <= self.gray_prob <= 1.0:
-            raise ValueError(f'gray_prob: expected a probability in [0, 1], got {self.gray_prob}')
+        self.dead_leaves_prob = float(opt.get('dead_leaves_prob') or 0.0)
+        for key, value in (('gray_prob', self.gray_prob), ('dead_leaves_prob', self.dead_leaves_prob)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f'{key}: expected a probability in [0, 1], got {value}')
         self._draws = 0
 
     def __len__(self) -> int:
@@ -337,14 +344,20 @@ class SyntheticBlurDataset(data.Dataset):
         return image
 
     def _crop(self, image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-        crop, _ = random_crop(image, size, rng)
-        if self.opt.get('use_hflip', False) and rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        if self.opt.get('use_rot', False):
-            if rng.random() < 0.5:
-                crop = crop[::-1]
-            if rng.random() < 0.5:
-                crop = crop.transpose(1, 0, 2)
+        """A (size, size, 3) sharp crop of ``image``, or with ``dead_leaves_prob`` a dead-leaves image coloured from
+        ``PALETTE_SIZE`` of its pixels; flips / transposes and ``gray_prob`` as the options say."""
+        if self.dead_leaves_prob > 0 and rng.random() < self.dead_leaves_prob:
+            pixels = image.reshape(-1, 3)
+            crop = dead_leaves_image(size, rng, palette=pixels[rng.integers(0, len(pixels), PALETTE_SIZE)])
+        else:
+            crop, _ = random_crop(image, size, rng)
+            if self.opt.get('use_hflip', False) and rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            if self.opt.get('use_rot', False):
+                if rng.random() < 0.5:
+                    crop = crop[::-1]
+                if rng.random() < 0.5:
+                    crop = crop.transpose(1, 0, 2)
         if self.gray_prob > 0 and rng.random() < self.gray_prob:
             luma = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)  # BT.601 weights
             crop = cv2.cvtColor(luma, cv2.COLOR_GRAY2RGB)

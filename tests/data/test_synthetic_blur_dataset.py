@@ -215,3 +215,19 @@ def test_bundled_photos_option_chooses_scikit_image_files_and_refuses_benchmark_
         SyntheticBlurDataset(_opt(bundled_photos=[]))
     with pytest.raises(ValueError, match='only used without dataroot_gt'):
         SyntheticBlurDataset(_opt(dataroot_gt='/tmp', bundled_photos=['text.png']))
+
+
+def test_dead_leaves_prob_replaces_photo_crops_by_dead_leaves_in_the_photo_colours():
+    photo_items = SyntheticBlurDataset(_opt(dead_leaves_prob=0.0))
+    assert torch.equal(photo_items[1]['lq'], SyntheticBlurDataset(_opt())[1]['lq'])  # off: the draws are unchanged
+    leaves = SyntheticBlurDataset(_opt(field_types={'linear': 1.0}, dead_leaves_prob=1.0))
+    def flat_fraction(image):  # share of horizontal neighbours with equal colours
+        return float((image[:, :, 1:] == image[:, :, :-1]).all(0).float().mean())
+
+    for index in (0, 2):  # astronaut, coffee
+        assert flat_fraction(leaves[index]['gt']) > 0.25 > 0.05 > flat_fraction(photo_items[index]['gt'])
+    assert torch.allclose(leaves[1]['gt'][0], leaves[1]['gt'][2])  # camera.png is grey: so are its leaves
+    again = SyntheticBlurDataset(_opt(field_types={'linear': 1.0}, dead_leaves_prob=1.0))
+    assert torch.equal(leaves[2]['lq'], again[2]['lq'])  # seeded per index, as photo crops
+    with pytest.raises(ValueError, match=r'dead_leaves_prob: expected a probability in \[0, 1\]'):
+        SyntheticBlurDataset(_opt(dead_leaves_prob=-0.1))
