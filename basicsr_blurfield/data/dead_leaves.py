@@ -9,7 +9,8 @@ memorise: ``SyntheticBlurDataset(dead_leaves_prob=p)`` replaces a photo crop by 
 
 Discs are painted back to front over a background until about ``coverage`` times the image area is covered, at
 ``supersample`` times the size and then area-averaged, so edges are sharp but not aliased. Colours are drawn from a
-palette (by default pixels of a photo), so the colour statistics stay those of real images.
+palette (default uniform RGB; ``SyntheticBlurDataset`` passes pixels of the photo, so the colour statistics stay
+those of real images).
 """
 import cv2
 import numpy as np

@@ -1,4 +1,5 @@
-"""Dead-leaves images: the r^-3 radius law against its CDF, rendering, palettes, coverage, and the dataset option."""
+"""Dead-leaves images: the r^-3 radius law against its CDF, rendering, palettes, coverage (the dataset option is
+tested in test_synthetic_blur_dataset.py)."""
 import numpy as np
 import pytest
 

@@ -221,6 +221,7 @@ def test_dead_leaves_prob_replaces_photo_crops_by_dead_leaves_in_the_photo_colou
     photo_items = SyntheticBlurDataset(_opt(dead_leaves_prob=0.0))
     assert torch.equal(photo_items[1]['lq'], SyntheticBlurDataset(_opt())[1]['lq'])  # off: the draws are unchanged
     leaves = SyntheticBlurDataset(_opt(field_types={'linear': 1.0}, dead_leaves_prob=1.0))
+
     def flat_fraction(image):  # share of horizontal neighbours with equal colours
         return float((image[:, :, 1:] == image[:, :, :-1]).all(0).float().mean())
 
