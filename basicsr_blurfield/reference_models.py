@@ -3,11 +3,13 @@
 A name such as ``ufpnet-ke-reference`` (UFPNet stage-II kernel estimator, Fang et al. eq. (4)-(6), K = 19),
 ``ufpnet-ke-cues-reference`` (the same network reading blur cues, ``input_cues='autocorrelation'``),
 ``ufpnet-ke-cues-long-reference`` (that one trained 3000 steps longer), ``ufpnet-ke-cues-long2-reference`` (8500
-steps longer still: the best estimator shipped) or
-``basis-kernels-reference`` (basis-kernel network, Carbajal et al. eq. (2)) resolves to a small ``.pth`` under
-``basicsr_blurfield/reference_models/``. Each file is a BasicSR-layout checkpoint (weights under ``params``) that
-also carries ``kind`` (``ufpnet`` | ``basis`` | ``offsets``), the ``network_g`` options that build it, and ``meta``
-(training options file, iterations, time, machine, benchmark figures), so any tool can rebuild the network:
+steps longer still), ``ufpnet-ke-cues-deadleaves-reference`` (6000 steps more on half dead-leaves crops: the best
+estimator shipped), ``basis-kernels-reference`` (basis-kernel network, Carbajal et al. eq. (2)) or
+``basis-kernels-cues-reference`` (the same network reading blur cues, trained on kernel L1) resolves to a small
+``.pth`` under ``basicsr_blurfield/reference_models/``. Each file is a BasicSR-layout checkpoint (weights under
+``params``) that also carries ``kind`` (``ufpnet`` | ``basis`` | ``offsets``), the ``network_g`` options that build
+it, and ``meta`` (training options file, iterations, time, machine, benchmark figures), so any tool can rebuild the
+network:
 
     net, kind = load_estimator('ufpnet-ke-reference')   # or a path to any of our / the published checkpoints
     field = net(blurry)                                 # (N, 3, H, W) -> KernelField / BasisField / OffsetField
@@ -36,7 +38,9 @@ REFERENCE_MODELS = {
     'ufpnet-ke-cues-reference': 'ufpnet_ke_cues_reference.pth',
     'ufpnet-ke-cues-long-reference': 'ufpnet_ke_cues_long_reference.pth',
     'ufpnet-ke-cues-long2-reference': 'ufpnet_ke_cues_long2_reference.pth',
+    'ufpnet-ke-cues-deadleaves-reference': 'ufpnet_ke_cues_deadleaves_reference.pth',
     'basis-kernels-reference': 'basis_kernels_reference.pth',
+    'basis-kernels-cues-reference': 'basis_kernels_cues_reference.pth',
 }
 NETWORK_OF_KIND = {'ufpnet': 'FlowKernelEstimator', 'basis': 'BasisKernelNet', 'offsets': 'MotionOffsetNet'}
 
